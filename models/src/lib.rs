@@ -1,0 +1,79 @@
+//! # kiln-models
+//!
+//! kiln's model zoo. Every architecture is written the way torchvision / timm write it — a table
+//! of block settings read by a loop — and is registered by name in a [`Registry`], from which the
+//! analyzer, the CLI and the trainer build it. Child names in traces follow the PyTorch
+//! definitions (`features.3.conv.1`), so reports and weight files line up with torchvision's.
+//!
+//! Third-party crates add models and ops the same way the built-in ones are added: implement
+//! [`ZooModel`] (and `kiln_layers::Trace`), then [`Registry::register`] an entry — see the
+//! `examples/custom-op` crate.
+
+use burn::tensor::{Device, Tensor};
+use kiln_layers::Trace;
+
+pub mod mobilenet_v1;
+pub mod mobilenet_v2;
+pub mod mobilenet_v3;
+pub mod registry;
+
+pub use registry::{ModelEntry, ModelOptions, OpEntry, Registry, ZooError};
+
+/// What a zoo model returns.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Class scores `[N, classes]`.
+    Logits(Tensor<2>),
+    /// A dense map `[N, C, H, W]` (segmentation, autoencoders).
+    Map(Tensor<4>),
+}
+
+impl Output {
+    /// The output's shape.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Output::Logits(t) => t.dims().to_vec(),
+            Output::Map(t) => t.dims().to_vec(),
+        }
+    }
+}
+
+/// A model the zoo can build by name: it runs ([`ZooModel::forward`]) and describes itself to the
+/// analyzer ([`Trace`]).
+pub trait ZooModel: Trace + Send + Sync + std::fmt::Debug {
+    /// Runs the model (inference mode unless the device is an autodiff device).
+    fn forward(&self, x: Tensor<4>) -> Output;
+    /// Burn's `num_params()`: trainable parameters plus BatchNorm running statistics.
+    fn num_params(&self) -> usize;
+}
+
+/// Implements [`ZooModel`] for a Burn module with `fn forward(&self, Tensor<4>) -> Tensor<2>`
+/// (`logits`) or `-> Tensor<4>` (`map`).
+#[macro_export]
+macro_rules! zoo_model {
+    ($ty:ty, logits) => {
+        impl $crate::ZooModel for $ty {
+            fn forward(&self, x: burn::tensor::Tensor<4>) -> $crate::Output {
+                $crate::Output::Logits(<$ty>::forward(self, x))
+            }
+            fn num_params(&self) -> usize {
+                burn::module::Module::num_params(self)
+            }
+        }
+    };
+    ($ty:ty, map) => {
+        impl $crate::ZooModel for $ty {
+            fn forward(&self, x: burn::tensor::Tensor<4>) -> $crate::Output {
+                $crate::Output::Map(<$ty>::forward(self, x))
+            }
+            fn num_params(&self) -> usize {
+                burn::module::Module::num_params(self)
+            }
+        }
+    };
+}
+
+/// Builds a registered model by name (aliases accepted) from the built-in registry.
+pub fn build(name: &str, options: &ModelOptions, device: &Device) -> Result<Box<dyn ZooModel>, ZooError> {
+    Registry::builtin().build(name, options, device)
+}
