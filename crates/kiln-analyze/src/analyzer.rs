@@ -24,7 +24,7 @@ struct RfState {
 
 #[derive(Clone, Debug)]
 struct NodeInfo {
-    shape: Vec<usize>,
+
     rf: RfState,
     /// Storage this tensor lives in (views share their source's storage).
     storage: usize,
@@ -82,7 +82,8 @@ impl Analyzer {
                 self.storage_bytes.len() - 1
             }
         };
-        self.nodes.push(NodeInfo { shape, rf, storage });
+        let _ = shape;
+        self.nodes.push(NodeInfo { rf, storage });
         self.nodes.len() - 1
     }
 

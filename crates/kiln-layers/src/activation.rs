@@ -87,7 +87,7 @@ impl ActKind {
 /// - input: any shape; output: the same shape.
 /// - PyTorch: `nn.ReLU`, `nn.ReLU6`, `nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`, `nn.SiLU`,
 ///   `nn.Hardsigmoid`, `nn.Hardswish`, `nn.Identity` (see [`ActKind`]).
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct Act {
     /// The function applied.
     #[module(skip)]
@@ -130,7 +130,7 @@ mod tests {
     fn eval(kind: ActKind, xs: &[f32]) -> Vec<f32> {
         let device = Device::flex();
         let x = Tensor::<1>::from_data(TensorData::new(xs.to_vec(), [xs.len()]), &device);
-        Act::new(kind).forward(x).into_data().to_vec::<f32>().unwrap()
+        Act::new(kind).forward(x).into_data().try_to_vec::<f32>().unwrap()
     }
 
     fn close(a: &[f32], b: &[f32]) {

@@ -25,7 +25,7 @@ impl ChannelShuffleConfig {
 ///
 /// - input: `[N, C, H, W]`, `C` divisible by `groups`; output: same shape.
 /// - PyTorch: `torch.nn.ChannelShuffle(groups)` / torchvision's `channel_shuffle`.
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct ChannelShuffle {
     /// Number of groups.
     pub groups: usize,
@@ -63,9 +63,9 @@ mod tests {
     fn interleaves_channels() {
         let device = Device::flex();
         let x = Tensor::<4>::from_data(TensorData::new((0..6).map(|v| v as f32).collect::<Vec<_>>(), [1, 6, 1, 1]), &device);
-        let y = ChannelShuffleConfig::new(2).init().forward(x.clone()).into_data().to_vec::<f32>().unwrap();
+        let y = ChannelShuffleConfig::new(2).init().forward(x.clone()).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(y, vec![0., 3., 1., 4., 2., 5.]);
-        let y = ChannelShuffleConfig::new(3).init().forward(x).into_data().to_vec::<f32>().unwrap();
+        let y = ChannelShuffleConfig::new(3).init().forward(x).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(y, vec![0., 2., 4., 1., 3., 5.]);
     }
 }

@@ -100,7 +100,7 @@ mod tests {
         let device = Device::flex();
         // One channel, 4x4, values 0..16 row-major.
         let x = Tensor::<4>::from_data(TensorData::new((0..16).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 4, 4]), &device);
-        let y = space_to_depth(x).into_data().to_vec::<f32>().unwrap();
+        let y = space_to_depth(x).into_data().try_to_vec::<f32>().unwrap();
         // x[::2, ::2] = 0 2 8 10; x[1::2, ::2] = 4 6 12 14; x[::2, 1::2] = 1 3 9 11; x[1::2, 1::2] = 5 7 13 15
         assert_eq!(y, vec![0., 2., 8., 10., 4., 6., 12., 14., 1., 3., 9., 11., 5., 7., 13., 15.]);
     }
@@ -109,7 +109,7 @@ mod tests {
     fn multi_channel_groups_by_offset() {
         let device = Device::flex();
         let x = Tensor::<4>::from_data(TensorData::new((0..8).map(|v| v as f32).collect::<Vec<_>>(), [1, 2, 2, 2]), &device);
-        let y = space_to_depth(x).into_data().to_vec::<f32>().unwrap();
+        let y = space_to_depth(x).into_data().try_to_vec::<f32>().unwrap();
         // offset (0,0): c0=0, c1=4; (1,0): 2, 6; (0,1): 1, 5; (1,1): 3, 7
         assert_eq!(y, vec![0., 4., 2., 6., 1., 5., 3., 7.]);
         let f = FocusConfig::new(2, 8).init(&device);

@@ -32,7 +32,7 @@ impl MaxPoolWithIndicesConfig {
 ///
 /// - input: `[N, C, H, W]`; outputs: values and indices `[N, C, H', W']`
 /// - PyTorch: `nn.MaxPool2d(..., return_indices=True)`.
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct MaxPoolWithIndices {
     /// Kernel size.
     pub kernel_size: [usize; 2],
@@ -102,7 +102,7 @@ impl MaxUnpool2dConfig {
 ///
 /// Overlapping pooling windows can select the same input twice; both writes carry the same value,
 /// so the forward result is still exact (as in PyTorch).
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct MaxUnpool2d {
     /// Kernel size.
     pub kernel_size: [usize; 2],
@@ -161,8 +161,8 @@ mod tests {
         let x = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 4, 4]), device);
         let pool = MaxPoolWithIndicesConfig::new([2, 2], [2, 2]).init();
         let (p, idx) = pool.forward(x);
-        assert_eq!(p.to_data().to_vec::<f32>().unwrap(), vec![9.0, 8.0, 7.0, 2.5]);
-        assert_eq!(idx.to_data().convert::<i64>().to_vec::<i64>().unwrap(), vec![1, 6, 8, 14]);
+        assert_eq!(p.to_data().try_to_vec::<f32>().unwrap(), vec![9.0, 8.0, 7.0, 2.5]);
+        assert_eq!(idx.to_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![1, 6, 8, 14]);
         let up = MaxUnpool2dConfig::new([2, 2], [2, 2]).init().forward(p, idx, None);
         #[rustfmt::skip]
         let expect = vec![
@@ -171,7 +171,7 @@ mod tests {
             7.0,    0.0, 0.0, 0.0,
             0.0,    0.0, 2.5, 0.0,
         ];
-        assert_eq!(up.into_data().to_vec::<f32>().unwrap(), expect);
+        assert_eq!(up.into_data().try_to_vec::<f32>().unwrap(), expect);
     }
 
     #[test]
@@ -192,7 +192,7 @@ mod tests {
         let (p, idx) = MaxPoolWithIndicesConfig::new([2, 2], [2, 2]).init().forward(x.clone());
         let up = MaxUnpool2dConfig::new([2, 2], [2, 2]).init().forward(p, idx, None);
         let grads = up.mul_scalar(2.0).sum().backward();
-        let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        let g = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(g, vec![0.0, 2.0, 0.0, 0.0]);
     }
 }

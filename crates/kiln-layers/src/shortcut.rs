@@ -9,7 +9,7 @@ use crate::trace::{ops, Node, TraceError, Tracer};
 ///
 /// - inputs: k tensors `[N, C, H, W]`; output: `[N, C, H, W]`
 /// - PyTorch: `x + identity` in torchvision's ResNet `BasicBlock` / `Bottleneck`.
-#[derive(Module, Clone, Debug, Default)]
+#[derive(Module, Debug, Default)]
 pub struct Add;
 
 impl Add {
@@ -31,7 +31,7 @@ impl Add {
 ///
 /// - inputs: `[N, C_i, H, W]`; output: `[N, sum C_i, H, W]`
 /// - PyTorch: `torch.cat(xs, 1)` in DenseNet's dense layers and U-Net's skips.
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct Concat {
     /// Dimension to concatenate along (1 = channels).
     pub dim: usize,
@@ -65,9 +65,9 @@ mod tests {
         let device = Device::flex();
         let a = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0], [1, 1, 1, 2]), &device);
         let b = Tensor::<4>::from_data(TensorData::new(vec![10.0f32, 20.0], [1, 1, 1, 2]), &device);
-        assert_eq!(Add.forward(vec![a.clone(), b.clone()]).into_data().to_vec::<f32>().unwrap(), vec![11.0, 22.0]);
+        assert_eq!(Add.forward(vec![a.clone(), b.clone()]).into_data().try_to_vec::<f32>().unwrap(), vec![11.0, 22.0]);
         let c = Concat::default().forward(vec![a, b]);
         assert_eq!(c.dims(), [1, 2, 1, 2]);
-        assert_eq!(c.into_data().to_vec::<f32>().unwrap(), vec![1.0, 2.0, 10.0, 20.0]);
+        assert_eq!(c.into_data().try_to_vec::<f32>().unwrap(), vec![1.0, 2.0, 10.0, 20.0]);
     }
 }

@@ -91,7 +91,7 @@ mod tests {
         se.fc2.weight = Param::from_tensor(Tensor::zeros([2, 1, 1, 1], &device));
         se.fc2.bias = Some(Param::from_tensor(Tensor::from_floats([0.0, 2.0], &device)));
         let x = Tensor::<4>::ones([1, 2, 3, 3], &device).mul_scalar(3.0);
-        let y = se.forward(x).into_data().to_vec::<f32>().unwrap();
+        let y = se.forward(x).into_data().try_to_vec::<f32>().unwrap();
         let g1 = 1.0 / (1.0 + (-2.0f32).exp());
         assert!(y[..9].iter().all(|v| (v - 1.5).abs() < 1e-6));
         assert!(y[9..].iter().all(|v| (v - 3.0 * g1).abs() < 1e-6));

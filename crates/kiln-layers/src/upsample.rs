@@ -53,7 +53,7 @@ impl UpsampleConfig {
 /// - 4-D input `[N, C, H, W]` (nearest, bilinear) -> `[N, C, H', W']`
 /// - 5-D input `[N, C, D, H, W]` (nearest, trilinear) -> `[N, C, D', H', W']`
 /// - PyTorch: `nn.Upsample(size, scale_factor, mode, align_corners)`.
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct Upsample {
     /// Mode.
     #[module(skip)]
@@ -161,7 +161,7 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
         let up = UpsampleConfig::new(UpsampleMode::Nearest).with_scale_factor(Some(2.0)).init();
-        let y = up.forward(x).into_data().to_vec::<f32>().unwrap();
+        let y = up.forward(x).into_data().try_to_vec::<f32>().unwrap();
         close(&y, &[1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.], 0.0);
     }
 
@@ -172,7 +172,7 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 1, 1, 2]), &device);
         let up = UpsampleConfig::new(UpsampleMode::Bilinear).with_size(Some(vec![1, 4])).init();
-        close(&up.forward(x).into_data().to_vec::<f32>().unwrap(), &[0.0, 0.25, 0.75, 1.0], 1e-6);
+        close(&up.forward(x).into_data().try_to_vec::<f32>().unwrap(), &[0.0, 0.25, 0.75, 1.0], 1e-6);
     }
 
     #[test]
@@ -200,10 +200,10 @@ mod tests {
                 }
             }
         }
-        close(&y.into_data().to_vec::<f32>().unwrap(), &expect, 1e-4);
+        close(&y.into_data().try_to_vec::<f32>().unwrap(), &expect, 1e-4);
         // align_corners=False, scale 2 along D only: PyTorch gives [0, 0.25, 0.75, 1] * 1.
         let x = Tensor::<5>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 1, 2, 1, 1]), &device);
         let up = UpsampleConfig::new(UpsampleMode::Trilinear).with_size(Some(vec![4, 1, 1])).init();
-        close(&up.forward3d(x).into_data().to_vec::<f32>().unwrap(), &[0.0, 0.25, 0.75, 1.0], 1e-6);
+        close(&up.forward3d(x).into_data().try_to_vec::<f32>().unwrap(), &[0.0, 0.25, 0.75, 1.0], 1e-6);
     }
 }

@@ -25,7 +25,7 @@ use kiln_models::{ModelEntry, OpEntry, Registry, ZooError};
 ///
 /// - input: `[N, C, H, W]`; output: `[N, C, ceil(H/2), ceil(W/2)]`
 /// - no parameters (the filter is a constant).
-#[derive(Module, Clone, Debug)]
+#[derive(Module, Debug)]
 pub struct BlurPool2d {
     /// Channels.
     pub channels: usize,
