@@ -12,12 +12,28 @@
 use burn::tensor::{Device, Tensor};
 use kiln_layers::Trace;
 
+pub mod autoencoder;
+pub mod deeplab;
+pub mod densenet;
+pub mod efficientnet;
+pub mod ghostnet;
+pub mod lenet;
 pub mod mobilenet_v1;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
+pub mod npy;
 pub mod registry;
+pub mod resnet;
+pub mod segnet;
+pub mod shufflenet_v2;
+pub mod squeezenet;
+pub mod unet;
+pub mod vgg;
+pub mod weights;
+pub mod yolov5_focus;
 
 pub use registry::{ModelEntry, ModelOptions, OpEntry, Registry, ZooError};
+pub use weights::{LoadReport, WeightError};
 
 /// What a zoo model returns.
 #[derive(Debug, Clone)]
@@ -45,6 +61,9 @@ pub trait ZooModel: Trace + Send + Sync + std::fmt::Debug {
     fn forward(&self, x: Tensor<4>) -> Output;
     /// Burn's `num_params()`: trainable parameters plus BatchNorm running statistics.
     fn num_params(&self) -> usize;
+    /// Loads a torchvision / timm `state_dict` file (see [`weights::load_pytorch`]); `input` is
+    /// any input shape the model accepts, e.g. `[1, 3, 224, 224]`.
+    fn load_pytorch(&mut self, path: &std::path::Path, input: &[usize]) -> Result<LoadReport, WeightError>;
 }
 
 /// Implements [`ZooModel`] for a Burn module with `fn forward(&self, Tensor<4>) -> Tensor<2>`
@@ -59,6 +78,9 @@ macro_rules! zoo_model {
             fn num_params(&self) -> usize {
                 burn::module::Module::num_params(self)
             }
+            fn load_pytorch(&mut self, path: &std::path::Path, input: &[usize]) -> Result<$crate::LoadReport, $crate::WeightError> {
+                $crate::weights::load_pytorch(self, path, input)
+            }
         }
     };
     ($ty:ty, map) => {
@@ -68,6 +90,9 @@ macro_rules! zoo_model {
             }
             fn num_params(&self) -> usize {
                 burn::module::Module::num_params(self)
+            }
+            fn load_pytorch(&mut self, path: &std::path::Path, input: &[usize]) -> Result<$crate::LoadReport, $crate::WeightError> {
+                $crate::weights::load_pytorch(self, path, input)
             }
         }
     };

@@ -116,11 +116,25 @@ impl Registry {
     /// Every built-in model and op.
     pub fn builtin() -> Self {
         let mut r = Self::empty();
-        for e in crate::mobilenet_v1::entries()
-            .into_iter()
-            .chain(crate::mobilenet_v2::entries())
-            .chain(crate::mobilenet_v3::entries())
-        {
+        let families = [
+            crate::lenet::entries,
+            crate::vgg::entries,
+            crate::resnet::entries,
+            crate::densenet::entries,
+            crate::squeezenet::entries,
+            crate::mobilenet_v1::entries,
+            crate::mobilenet_v2::entries,
+            crate::mobilenet_v3::entries,
+            crate::shufflenet_v2::entries,
+            crate::ghostnet::entries,
+            crate::efficientnet::entries,
+            crate::segnet::entries,
+            crate::deeplab::entries,
+            crate::unet::entries,
+            crate::yolov5_focus::entries,
+            crate::autoencoder::entries,
+        ];
+        for e in families.iter().flat_map(|f| f()) {
             r.register(e).expect("built-in names are unique");
         }
         for op in builtin_ops() {

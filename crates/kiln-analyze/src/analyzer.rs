@@ -148,7 +148,9 @@ impl Analyzer {
                 }
             }
             Spatial::Collapse => {
-                if let Some(first) = inputs.first() {
+                // Collapsing a tensor that is already global (the flatten after a global pool)
+                // does not move the final feature map.
+                if let Some(first) = inputs.first().filter(|n| !self.nodes[n.id].rf.global) {
                     self.last_collapse_input = Some(first.id);
                 }
                 s.global = true;

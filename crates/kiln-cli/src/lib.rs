@@ -46,14 +46,8 @@ impl Backend {
     }
 }
 
-#[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device, CliError> {
     Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_device() -> Result<Device, CliError> {
-    Err(CliError::Usage("this build has no wgpu backend: build with the `wgpu` feature (the xtask's default)".into()))
 }
 
 /// Errors a command reports as one line, with exit code 2 (usage) or 1 (failure).
@@ -87,6 +81,32 @@ struct Cli {
 enum Command {
     /// Per-layer and total cost of a model: shapes, params, MACs/FLOPs, memory, receptive field.
     Analyze(AnalyzeArgs),
+    /// Load a torchvision / timm state_dict (.pth), run the model on a .npy input, write a .npy.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Model name.
+    model: String,
+    /// A state_dict saved with torch.save (torchvision / timm key names).
+    #[arg(long)]
+    weights: std::path::PathBuf,
+    /// Input, float32 NCHW .npy.
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// Output .npy (written only on success).
+    #[arg(long)]
+    output: std::path::PathBuf,
+    /// Number of classes of the checkpoint.
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
+    /// Width multiplier of the checkpoint.
+    #[arg(long, default_value_t = 1.0)]
+    width_mult: f64,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    backend: Backend,
 }
 
 /// Output format of a report.
@@ -159,6 +179,7 @@ where
     };
     let result = match cli.command {
         Command::Analyze(a) => run_analyze(&registry, &a).map(|s| print!("{s}")),
+        Command::Run(r) => run_run(&registry, &r).map(|s| eprintln!("{s}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -169,6 +190,20 @@ where
     }
 }
 
+fn run_run(registry: &Registry, r: &RunArgs) -> Result<String, CliError> {
+    use kiln_models::weights::RunError;
+    let device = r.backend.device()?;
+    registry.get(&r.model).map_err(|e| CliError::Usage(e.to_string()))?;
+    let input = kiln_models::npy::read(&r.input).map_err(|e| CliError::Usage(e.to_string()))?;
+    let options = ModelOptions { num_classes: r.num_classes, width_mult: r.width_mult, ..Default::default() };
+    let out = kiln_models::weights::run_pretrained(registry, &r.model, &options, &r.weights, &input, &device).map_err(|e| match e {
+        RunError::Zoo(_) | RunError::Shape { .. } => CliError::Usage(e.to_string()),
+        _ => CliError::Failed(e.to_string()),
+    })?;
+    kiln_models::npy::write(&r.output, &out).map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(format!("{}: {:?} -> {:?} written to {} ({})", r.model, input.shape, out.shape, r.output.display(), r.backend.name()))
+}
+
 /// `analyze` as a function: the text it would print. Library users get the same reports from
 /// [`analyze_model`].
 fn run_analyze(registry: &Registry, a: &AnalyzeArgs) -> Result<String, CliError> {
@@ -177,8 +212,11 @@ fn run_analyze(registry: &Registry, a: &AnalyzeArgs) -> Result<String, CliError>
         return list(registry, &device);
     }
     let Some(name) = &a.model else {
-        return Err(CliError::Usage("give a model name, or --list to see them".into()));
+        return Err(CliError::Usage("give a model name (or `all`), or --list to see them".into()));
     };
+    if name == "all" {
+        return compare_all(registry, a, &device);
+    }
     if a.batch == 0 {
         return Err(CliError::Usage("--batch must be at least 1".into()));
     }
@@ -227,6 +265,81 @@ impl kiln_layers::Trace for TraceBox {
     fn trace(&self, t: &mut dyn kiln_layers::Tracer, x: kiln_layers::Node) -> Result<kiln_layers::Node, kiln_layers::TraceError> {
         self.0.trace(t, x)
     }
+}
+
+/// `analyze all`: one row per registered model at its default input.
+fn compare_all(registry: &Registry, a: &AnalyzeArgs, device: &Device) -> Result<String, CliError> {
+    let mut reports = vec![];
+    for e in registry.models() {
+        let options = ModelOptions { num_classes: a.num_classes, ..Default::default() };
+        reports.push(analyze_model(registry, &e.name, &options, None, a.batch, device)?);
+    }
+    Ok(match a.format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(&r.total).expect("serializable");
+                    v["model"] = serde_json::Value::from(r.model.clone());
+                    v["input"] = serde_json::to_value(&r.input).expect("serializable");
+                    v
+                })
+                .collect();
+            serde_json::to_string_pretty(&rows).expect("serializable") + "\n"
+        }
+        Format::Md => compare_markdown(&reports),
+        Format::Table => compare_table(&reports),
+    })
+}
+
+fn compare_cells(r: &Report) -> [String; 7] {
+    let t = &r.total;
+    [
+        r.model.clone(),
+        r.input[1..].iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+        kiln_analyze::thousands(t.params),
+        kiln_analyze::thousands(t.macs),
+        format!("{}", t.receptive_field),
+        t.effective_stride.to_string(),
+        format!("{:.2}", t.weight_bytes as f64 / 1e6),
+    ]
+}
+
+const COMPARE_HEADER: [&str; 7] = ["model", "input", "params", "MACs", "RF", "stride", "weights (MB)"];
+
+/// The comparison as a Markdown table.
+pub fn compare_markdown(reports: &[Report]) -> String {
+    let mut s = format!("| {} |\n|---|---|---:|---:|---:|---:|---:|\n", COMPARE_HEADER.join(" | "));
+    for r in reports {
+        s += &format!("| {} |\n", compare_cells(r).join(" | "));
+    }
+    s
+}
+
+fn compare_table(reports: &[Report]) -> String {
+    let rows: Vec<[String; 7]> = reports.iter().map(compare_cells).collect();
+    let mut w: Vec<usize> = COMPARE_HEADER.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i < 2 { format!("{c:<width$}", width = w[i]) } else { format!("{c:>width$}", width = w[i]) })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut s = line(COMPARE_HEADER.iter().map(|h| h.to_string()).collect()) + "\n";
+    s += &"-".repeat(w.iter().sum::<usize>() + 2 * (w.len() - 1));
+    s.push('\n');
+    for r in rows {
+        s += &line(r.to_vec());
+        s.push('\n');
+    }
+    s
 }
 
 fn list(registry: &Registry, device: &Device) -> Result<String, CliError> {

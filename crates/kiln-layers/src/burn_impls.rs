@@ -5,7 +5,23 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::pool::{AdaptiveAvgPool2d, AvgPool2d, MaxPool2d};
 use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d, PixelUnshuffle};
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
 use crate::trace::{cost, Node, OpCost, Spatial, Trace, TraceError, Tracer};
+
+/// The param ids of a module's float tensors (params and running states), in visit order.
+pub fn float_ids<M: Module>(m: &M) -> Vec<u64> {
+    struct Ids(Vec<u64>);
+    impl ModuleVisitor for Ids {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.push(p.id.val());
+        }
+    }
+    let mut ids = Ids(vec![]);
+    m.visit(&mut ids);
+    ids.0
+}
 
 /// Resolves a Burn 2-D padding config to `((top, bottom), (left, right))` for an input size,
 /// exactly as Burn's layers do at run time.
@@ -75,7 +91,12 @@ impl Trace for Conv2d {
             .params(params)
             .macs(macs)
             .flops(flops)
-            .spatial(window(self.kernel_size, self.stride, pads, self.dilation));
+            .spatial(window(self.kernel_size, self.stride, pads, self.dilation))
+            .tensor("weight", self.weight.id.val());
+        let c = match &self.bias {
+            Some(b) => c.tensor("bias", b.id.val()),
+            None => c,
+        };
         Ok(t.op(None, &[&x], out, c))
     }
 }
@@ -105,7 +126,12 @@ impl Trace for ConvTranspose2d {
             .spatial(Spatial::Upsample {
                 scale: vec![out[2] as f64 / x.shape[2] as f64, out[3] as f64 / x.shape[3] as f64],
                 taps: vec![taps(0), taps(1)],
-            });
+            })
+            .tensor("weight", self.weight.id.val());
+        let c = match &self.bias {
+            Some(b) => c.tensor("bias", b.id.val()),
+            None => c,
+        };
         Ok(t.op(None, &[&x], out, c))
     }
 }
@@ -121,7 +147,11 @@ impl Trace for BatchNorm {
             .detail(format!("{c}"))
             .params(2 * c as u64)
             .buffers(2 * c as u64)
-            .flops(2 * x.numel());
+            .flops(2 * x.numel())
+            .tensor("weight", self.gamma.id.val())
+            .tensor("bias", self.beta.id.val())
+            .tensor("running_mean", float_ids(&self.running_mean)[0])
+            .tensor("running_var", float_ids(&self.running_var)[0]);
         let out = x.shape.clone();
         Ok(t.op(None, &[&x], out, cost))
     }
@@ -141,7 +171,16 @@ impl Trace for Linear {
         let (params, macs, flops) = cost::linear(d_in, d_out, self.bias.is_some(), rows);
         let mut out = x.shape.clone();
         *out.last_mut().unwrap() = d_out;
-        let c = OpCost::new("Linear").detail(format!("{d_in}->{d_out}")).params(params).macs(macs).flops(flops);
+        let c = OpCost::new("Linear")
+            .detail(format!("{d_in}->{d_out}"))
+            .params(params)
+            .macs(macs)
+            .flops(flops)
+            .tensor("weight", self.weight.id.val());
+        let c = match &self.bias {
+            Some(b) => c.tensor("bias", b.id.val()),
+            None => c,
+        };
         Ok(t.op(None, &[&x], out, c))
     }
 }

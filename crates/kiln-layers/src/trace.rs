@@ -146,6 +146,11 @@ pub struct OpCost {
     /// The output aliases the first input's storage (reshape, flatten, narrow): it adds no
     /// activation memory of its own.
     pub view: bool,
+    /// The op's tensors as `(PyTorch suffix, Burn param id)`: e.g. `("weight", id)`,
+    /// `("running_mean", id)`. With the row's path this names each tensor as PyTorch's
+    /// `state_dict` does (`features.0.0.weight`), which is how kiln loads torchvision weights
+    /// without any per-model key table.
+    pub tensors: Vec<(String, u64)>,
 }
 
 impl OpCost {
@@ -160,7 +165,14 @@ impl OpCost {
             flops: Count::Known(0),
             spatial: Spatial::Pointwise,
             view: false,
+            tensors: vec![],
         }
+    }
+
+    /// Adds a named tensor (see [`OpCost::tensors`]).
+    pub fn tensor(mut self, suffix: &str, param_id: u64) -> Self {
+        self.tensors.push((suffix.to_string(), param_id));
+        self
     }
 
     /// Sets the detail string.
@@ -467,7 +479,8 @@ pub mod ops {
             return Err(TraceError::Rank { op: "Flatten".into(), expected: 2, shape: x.shape.clone() });
         }
         let out = vec![x.shape[0], x.shape[1..].iter().product()];
-        let spatial = if x.rank() > 2 { Spatial::Collapse } else { Spatial::Pointwise };
+        let positions: usize = x.shape[2..].iter().product();
+        let spatial = if positions > 1 { Spatial::Collapse } else { Spatial::Pointwise };
         Ok(t.op(name, &[x], out, OpCost::new("Flatten").spatial(spatial).view()))
     }
 
