@@ -178,6 +178,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["autoencoder".into()],
         summary: "convolutional autoencoder for 1x28x28 (MNIST), 16-number code, sigmoid reconstruction".into(),
         default_input: [1, 28, 28],
+        num_classes: 10,
         build: |o: &ModelOptions, d| {
             // num_classes is not used: the output is a reconstruction of the input.
             o.no_width("conv_autoencoder")?;

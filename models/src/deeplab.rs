@@ -272,6 +272,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["deeplabv3_mobilenet_v2".into()],
         summary: "DeepLabV3 (ASPP 6/12/18 + image pooling, 128 ch) on a dilated MobileNetV2, output stride 16 (width_mult)".into(),
         default_input: [3, 64, 64],
+        num_classes: 21,
         build: |o: &ModelOptions, d| {
             Ok(Box::new(
                 DeepLabMobileNetV2Config::new()

@@ -301,6 +301,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["densenet".into()],
         summary: "DenseNet-121, torchvision densenet121 (growth 32, blocks 6/12/24/16)".into(),
         default_input: [3, 224, 224],
+        num_classes: 1000,
         build: |o: &ModelOptions, d| {
             o.no_width("densenet121")?;
             Ok(Box::new(DenseNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))

@@ -294,6 +294,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec![],
         summary: "EfficientNet-B0, torchvision efficientnet_b0".into(),
         default_input: [3, 224, 224],
+        num_classes: 1000,
         build: |o: &ModelOptions, d| {
             o.no_width("efficientnet_b0")?;
             Ok(Box::new(EfficientNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))

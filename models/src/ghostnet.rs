@@ -437,6 +437,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["ghostnet_100".into()],
         summary: "GhostNet 1.0x, timm ghostnet_100 (width_mult = timm's width)".into(),
         default_input: [3, 224, 224],
+        num_classes: 1000,
         build: |o: &ModelOptions, d| {
             Ok(Box::new(
                 GhostNetConfig::new().with_num_classes(o.num_classes).with_width(o.width_mult).with_in_channels(o.in_channels).init(d),

@@ -129,6 +129,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["lenet".into()],
         summary: "LeNet-5 for 1x28x28 MNIST (conv5-pool-conv5-pool-fc120-fc84-fc)".into(),
         default_input: [1, 28, 28],
+        num_classes: 10,
         build: |o: &ModelOptions, d| {
             o.no_width("lenet5")?;
             Ok(Box::new(LeNet5Config::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))

@@ -118,6 +118,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec![],
         summary: "MobileNetV1, timm mobilenetv1_100 (depthwise-separable stages)".into(),
         default_input: [3, 224, 224],
+        num_classes: 1000,
         build: |o: &ModelOptions, d| {
             Ok(Box::new(
                 MobileNetV1Config::new().with_num_classes(o.num_classes).with_width_mult(o.width_mult).with_in_channels(o.in_channels).init(d),

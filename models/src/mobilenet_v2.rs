@@ -136,6 +136,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["mobilenet".into()],
         summary: "MobileNetV2, torchvision mobilenet_v2 (width_mult)".into(),
         default_input: [3, 224, 224],
+        num_classes: 1000,
         build: |o: &ModelOptions, d| {
             Ok(Box::new(
                 MobileNetV2Config::new().with_num_classes(o.num_classes).with_width_mult(o.width_mult).with_in_channels(o.in_channels).init(d),

@@ -201,6 +201,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             aliases: vec![],
             summary: "MobileNetV3-Large, torchvision mobilenet_v3_large (SE, h-swish)".into(),
             default_input: [3, 224, 224],
+            num_classes: 1000,
             build: |o, d| Ok(Box::new(build(V3Arch::Large, o, d))),
         },
         ModelEntry {
@@ -208,6 +209,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             aliases: vec![],
             summary: "MobileNetV3-Small, torchvision mobilenet_v3_small (SE, h-swish)".into(),
             default_input: [3, 224, 224],
+            num_classes: 1000,
             build: |o, d| Ok(Box::new(build(V3Arch::Small, o, d))),
         },
     ]

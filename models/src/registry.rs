@@ -8,17 +8,19 @@ use crate::ZooModel;
 /// Options every zoo model accepts (models reject the ones they do not support).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelOptions {
-    /// Number of output classes.
+    /// Number of output classes; 0 (the default) means the model's own (its entry's
+    /// `num_classes`). [`Registry::build`] resolves it.
     pub num_classes: usize,
     /// Channel width multiplier (MobileNets, ShuffleNet, GhostNet).
     pub width_mult: f64,
-    /// Input channels.
+    /// Input channels; 0 (the default) means the model's own (its entry's `default_input[0]`:
+    /// 3 for ImageNet nets, 1 for the MNIST nets). [`Registry::build`] resolves it.
     pub in_channels: usize,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { num_classes: 1000, width_mult: 1.0, in_channels: 3 }
+        Self { num_classes: 0, width_mult: 1.0, in_channels: 0 }
     }
 }
 
@@ -33,14 +35,8 @@ impl ModelOptions {
 
     /// Validates the generic ranges.
     pub fn validate(&self) -> Result<(), ZooError> {
-        if self.num_classes == 0 {
-            return Err(ZooError::InvalidOption("num_classes must be at least 1".into()));
-        }
         if !(self.width_mult > 0.0 && self.width_mult <= 8.0) {
             return Err(ZooError::InvalidOption(format!("width_mult must be in (0, 8], got {}", self.width_mult)));
-        }
-        if self.in_channels == 0 {
-            return Err(ZooError::InvalidOption("in_channels must be at least 1".into()));
         }
         Ok(())
     }
@@ -62,6 +58,9 @@ pub struct ModelEntry {
     pub summary: String,
     /// Default input `[C, H, W]` (batch is separate).
     pub default_input: [usize; 3],
+    /// Default number of classes (1000 for ImageNet nets, 10 for MNIST nets, 21 for the
+    /// VOC-style segmentation nets); used when [`ModelOptions::num_classes`] is 0.
+    pub num_classes: usize,
     /// Constructor.
     pub build: BuildModel,
 }
@@ -208,7 +207,15 @@ impl Registry {
     /// Builds a model by name.
     pub fn build(&self, name: &str, options: &ModelOptions, device: &Device) -> Result<Box<dyn ZooModel>, ZooError> {
         options.validate()?;
-        (self.get(name)?.build)(options, device)
+        let entry = self.get(name)?;
+        let mut options = options.clone();
+        if options.in_channels == 0 {
+            options.in_channels = entry.default_input[0];
+        }
+        if options.num_classes == 0 {
+            options.num_classes = entry.num_classes;
+        }
+        (entry.build)(&options, device)
     }
 }
 

@@ -287,6 +287,7 @@ fn entry(name: &str, aliases: &[&str], summary: &str, build: crate::registry::Bu
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
         summary: summary.into(),
         default_input: [3, 224, 224],
+        num_classes: 1000,
         build,
     }
 }

@@ -170,6 +170,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec![],
         summary: "SegNet encoder-decoder (widths 16/32/64, max-unpool with pooling indices), per-pixel scores".into(),
         default_input: [3, 64, 64],
+        num_classes: 21,
         build: |o: &ModelOptions, d| {
             o.no_width("segnet")?;
             Ok(Box::new(SegNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))

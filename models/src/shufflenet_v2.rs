@@ -335,6 +335,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
             summary: format!("ShuffleNetV2 {width}x, torchvision {name}"),
             default_input: [3, 224, 224],
+            num_classes: 1000,
             build,
         }
     }

@@ -204,6 +204,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["squeezenet".into()],
         summary: "SqueezeNet 1.1, torchvision squeezenet1_1 (Fire modules, conv classifier)".into(),
         default_input: [3, 224, 224],
+        num_classes: 1000,
         build: |o: &ModelOptions, d| {
             o.no_width("squeezenet1_1")?;
             Ok(Box::new(SqueezeNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))

@@ -261,6 +261,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec![],
         summary: "U-Net (milesial Pytorch-UNet layout, base width 16, depth 4, transposed-conv decoder)".into(),
         default_input: [3, 64, 64],
+        num_classes: 2,
         build: |o: &ModelOptions, d| {
             o.no_width("unet")?;
             Ok(Box::new(UNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))

@@ -218,6 +218,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             aliases: vec!["vgg".into()],
             summary: "VGG-16, torchvision vgg16 (cfg D, no batch norm)".into(),
             default_input: [3, 224, 224],
+            num_classes: 1000,
             build: |o: &ModelOptions, d| {
                 o.no_width("vgg16")?;
                 Ok(Box::new(VggConfig::vgg16(false).with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))
@@ -228,6 +229,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             aliases: vec![],
             summary: "VGG-16 with batch norm, torchvision vgg16_bn".into(),
             default_input: [3, 224, 224],
+            num_classes: 1000,
             build: |o: &ModelOptions, d| {
                 o.no_width("vgg16_bn")?;
                 Ok(Box::new(VggConfig::vgg16(true).with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))

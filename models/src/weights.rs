@@ -140,7 +140,7 @@ pub fn load_pytorch<M: Module + Trace>(model: &mut M, path: &Path, input: &[usiz
     .map_err(|e| WeightError::Trace(e.to_string()))?;
 
     // Read the file's keys first: a truncated or foreign file fails here, in one line.
-    let mut probe = PytorchStore::from_file(path);
+    let mut probe = PytorchStore::from_file(path).map_indices_contiguous(false);
     let file_keys = burn::store::ModuleStore::keys(&mut probe).map_err(|e| WeightError::NotPyTorch {
         path: shown.clone(),
         reason: e.to_string().lines().next().unwrap_or("").to_string(),
@@ -153,7 +153,7 @@ pub fn load_pytorch<M: Module + Trace>(model: &mut M, path: &Path, input: &[usiz
         return Err(WeightError::Mismatch { path: shown, missing, unexpected, mismatched: vec![] });
     }
 
-    let mut store = PytorchStore::from_file(path).remap(remapper).allow_partial(true).validate(false);
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false).remap(remapper).allow_partial(true).validate(false);
     // Apply to a copy so a failed load leaves the caller's model untouched.
     let mut candidate = model.clone();
     let result = candidate.load_from(&mut store).map_err(|e| WeightError::NotPyTorch {

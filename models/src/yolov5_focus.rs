@@ -302,6 +302,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         aliases: vec!["yolov5_backbone".into()],
         summary: "YOLOv5 v5.0 backbone (Focus, C3, SPP), width 0.25 x width_mult, depth 0.33; outputs the P5 map".into(),
         default_input: [3, 64, 64],
+        num_classes: 1000,
         build: |o: &ModelOptions, d| {
             // num_classes is not used: the backbone has no classifier.
             Ok(Box::new(

@@ -88,11 +88,19 @@ fn analyzer_shapes_and_params_equal_a_real_forward_pass() {
     let device = Device::flex();
     let reg = Registry::builtin();
     for e in reg.models() {
-        for (input, classes) in [([3usize, 224, 224], 1000usize), ([3, 96, 128], 10)] {
+        let [c, h, w] = e.default_input;
+        // The default input, and a second one with other sizes (a multiple of 32 for the nets
+        // that halve their input five times).
+        // Nets with a fixed input size (the 28x28 MNIST nets) are checked at that size only.
+        let mut inputs = vec![([c, h, w], 1000usize)];
+        if h >= 64 {
+            inputs.push(([c, h + 32, w + 64], 10));
+        }
+        for (input, classes) in inputs {
             let opts = ModelOptions { num_classes: classes, ..Default::default() };
             let model = reg.build(&e.name, &opts, &device).unwrap();
             let shape = [2, input[0], input[1], input[2]];
-            let rep = analyze(model.as_ref(), &e.name, &shape).unwrap();
+            let rep = analyze(model.as_ref(), &e.name, &shape).unwrap_or_else(|err| panic!("{} at {shape:?}: {err}", e.name));
             let out = model.forward(Tensor::random(shape, Distribution::Default, &device));
             assert_eq!(out.dims(), rep.total.output_shape, "{} at {:?}", e.name, shape);
             assert_eq!(model.num_params() as u64, rep.total.params + rep.total.buffers, "{}", e.name);
@@ -111,7 +119,8 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(analyze(model.as_ref(), "mobilenet_v2", &[1, 3, 0, 224]).is_err());
     let err = Registry::builtin().get("mobilenet_v9").err().unwrap().to_string();
     assert!(err.contains("unknown model 'mobilenet_v9'") && err.contains("mobilenet_v3_small"), "{err}");
-    assert!(kiln_models::build("mobilenet_v2", &ModelOptions { num_classes: 0, ..Default::default() }, &device).is_err());
+    assert!(kiln_models::build("mobilenet_v2", &ModelOptions { width_mult: 0.0, ..Default::default() }, &device).is_err());
+    assert!(kiln_models::build("resnet18", &ModelOptions { width_mult: 0.5, ..Default::default() }, &device).is_err());
 }
 
 #[test]

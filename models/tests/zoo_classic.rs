@@ -151,7 +151,7 @@ fn lenet5_numbers_and_forward() {
     assert_eq!(out.dims(), vec![1, 10]);
     assert_eq!(model.num_params() as u64, 61_706);
     // in_channels / num_classes options (PyTorch LeNet5(3, 100): 69,656 params, 659,280 MACs).
-    let model = reg.build("lenet", &ModelOptions { num_classes: 100, ..Default::default() }, &device).unwrap();
+    let model = reg.build("lenet", &ModelOptions { num_classes: 100, in_channels: 3, ..Default::default() }, &device).unwrap();
     let rep = analyze(model.as_ref(), "lenet5", &[2, 3, 28, 28]).unwrap();
     assert_eq!((rep.total.params, rep.total.macs), (69_656, 2 * 659_280));
     assert_eq!(model.forward(Tensor::random([2, 3, 28, 28], Distribution::Default, &device)).dims(), vec![2, 100]);
@@ -259,26 +259,3 @@ fn registry_names_aliases_and_options() {
         assert!(err.to_string().contains("no width multiplier"), "{name}: {err}");
     }
 }
-
-// TEMP-DUMP-BEGIN
-#[test]
-fn temp_dump_rows() {
-    if std::env::var("KILN_DUMP").is_err() {
-        return;
-    }
-    let device = Device::flex();
-    let reg = Registry::builtin();
-    let mut all = serde_json::Map::new();
-    for r in REFS {
-        let model = reg.build(r.name, &ModelOptions::default(), &device).unwrap();
-        let rep = analyze(model.as_ref(), r.name, &[1, 3, 224, 224]).unwrap();
-        let rows: Vec<serde_json::Value> = rep
-            .layers
-            .iter()
-            .map(|l| serde_json::json!({"name": l.name, "op": l.op, "shape": l.output_shape, "macs": l.macs, "params": l.params, "buffers": l.buffers}))
-            .collect();
-        all.insert(r.name.to_string(), serde_json::Value::Array(rows));
-    }
-    std::fs::write("/tmp/kiln_rows.json", serde_json::to_string(&all).unwrap()).unwrap();
-}
-// TEMP-DUMP-END

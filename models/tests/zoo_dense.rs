@@ -12,9 +12,9 @@
 
 use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use kiln_analyze::analyze;
+use kiln_analyze::{analyze, Status};
 use kiln_models::autoencoder::ConvAutoencoderConfig;
 use kiln_models::deeplab::DeepLabMobileNetV2Config;
 use kiln_models::segnet::SegNetConfig;
@@ -74,7 +74,9 @@ fn train<M: Module>(mut model: M, steps: usize, lr: f64, loss: impl Fn(&M) -> Te
         let grads = GradientsParams::from_grads(l.backward(), &model);
         model = optim.step(lr, model, grads);
     }
-    (first.expect("at least one step"), loss(&model).into_scalar::<f32>())
+    let (before, after) = (first.expect("at least one step"), loss(&model).into_scalar::<f32>());
+    eprintln!("{} Adam steps: loss {before:.4} -> {after:.4}", steps);
+    (before, after)
 }
 
 struct Expect {
@@ -171,6 +173,7 @@ fn counts_and_shapes_match_pytorch_twins_and_a_real_forward_pass() {
             assert_eq!(t.buffers, e.buffers, "{what} buffers");
             assert_eq!(t.macs, macs, "{what} macs");
             assert_eq!(t.output_shape, out.to_vec(), "{what} analyzer output");
+            assert_eq!(t.status, Status::Complete, "{what}: every op has a formula ({:?})", t.partial_ops);
             // A real forward pass at batch 2 agrees with the analyzer.
             let batch = [2, input[1], input[2], input[3]];
             let rep2 = analyze(model.as_ref(), e.name, &batch).unwrap();

@@ -194,15 +194,49 @@ fn analyzer_shapes_and_params_equal_a_real_forward_pass() {
     }
 }
 
+/// Numerical parity with PyTorch, when fixtures are available: `KILN_MOBILE_FIXTURES` (default
+/// `../shared/fixtures/torchvision` next to the repository) holding `input_2x3x224x224.npy` and,
+/// per model, `<name>.pth` (the torchvision / timm `state_dict`, BN statistics and biases set to
+/// random values) and `<name>.out.npy` (its eval-mode logits). Models without fixtures are
+/// skipped with a message.
 #[test]
-fn tmp_dump_rows() {
-    let Ok(dir) = std::env::var("KILN_DUMP") else { return };
-    for (name, w) in [("shufflenet_v2_x0_5", 1.0), ("shufflenet_v2_x1_0", 1.0), ("shufflenet_v2_x1_5", 1.0), ("shufflenet_v2_x2_0", 1.0), ("ghostnet", 1.0), ("efficientnet_b0", 1.0)] {
-        let rep = report(name, &ModelOptions { width_mult: w, ..Default::default() }, &[1, 3, 224, 224]);
-        let mut s = String::new();
-        for l in &rep.layers {
-            s += &format!("{}\t{}\t{:?}\t{:?}\t{}\t{}\n", l.name, l.op, l.output_shape, l.macs, l.params, l.buffers);
+fn logits_match_pytorch_when_fixtures_exist() {
+    use kiln_models::npy;
+    let dir = std::env::var_os("KILN_MOBILE_FIXTURES").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/torchvision")
+    });
+    let Ok(input) = npy::read(&dir.join("input_2x3x224x224.npy")) else {
+        eprintln!("no fixtures at {}: parity not checked", dir.display());
+        return;
+    };
+    let reg = Registry::builtin();
+    for name in ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "ghostnet", "efficientnet_b0"] {
+        let (weights, out) = (dir.join(format!("{name}.pth")), dir.join(format!("{name}.out.npy")));
+        if !weights.is_file() || !out.is_file() {
+            eprintln!("{name}: no fixture in {}, skipped", dir.display());
+            continue;
         }
-        std::fs::write(format!("{dir}/{name}.tsv"), s).unwrap();
+        let expect = npy::read(&out).unwrap();
+        let got = kiln_models::weights::run_pretrained(&reg, name, &ModelOptions::default(), &weights, &input, &Device::flex())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got.shape, expect.shape, "{name}");
+        let diff = got.data.iter().zip(&expect.data).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let tol = 1e-4 * expect.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        assert!(diff <= tol, "{name}: max |kiln - torch| = {diff:e} > {tol:e}");
+        eprintln!("{name}: max |kiln - torch| = {diff:e} (tolerance {tol:e})");
+    }
+}
+
+#[test]
+fn stochastic_depth_drops_the_residual_branch_only_in_training() {
+    use kiln_models::efficientnet::MBConv;
+    let flex = Device::flex();
+    for (device, training) in [(flex.clone(), false), (flex.autodiff(), true)] {
+        // A residual MBConv whose branch is always dropped in training (p = 1).
+        let block = MBConv::new(16, 16, 6.0, 3, 1, 1.0, &device);
+        assert!(block.use_res);
+        let x = Tensor::<4>::random([2, 16, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let diff = (block.forward(x.clone()) - x).abs().max().into_scalar::<f32>();
+        assert_eq!(diff == 0.0, training, "training {training}: max |y - x| = {diff}");
     }
 }

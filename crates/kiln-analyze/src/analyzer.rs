@@ -148,9 +148,7 @@ impl Analyzer {
                 }
             }
             Spatial::Collapse => {
-                // Collapsing a tensor that is already global (the flatten after a global pool)
-                // does not move the final feature map.
-                if let Some(first) = inputs.first().filter(|n| !self.nodes[n.id].rf.global) {
+                if let Some(first) = inputs.first() {
                     self.last_collapse_input = Some(first.id);
                 }
                 s.global = true;

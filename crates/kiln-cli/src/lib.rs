@@ -139,8 +139,8 @@ struct AnalyzeArgs {
     /// Batch size.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Number of classes.
-    #[arg(long, default_value_t = 1000)]
+    /// Number of classes (default: the model's own, e.g. 1000 for ImageNet nets, 10 for lenet5).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     num_classes: usize,
     /// Width multiplier (MobileNets).
     #[arg(long, default_value_t = 1.0)]
@@ -252,7 +252,7 @@ pub fn analyze_model(
         };
     let mut shape = vec![batch];
     let mut sample = input.unwrap_or_else(|| default_input.to_vec());
-    if sample.len() == 3 && sample[0] != options.in_channels && name.strip_prefix("op:").is_none() && sample == default_input {
+    if options.in_channels != 0 && sample == default_input {
         sample[0] = options.in_channels;
     }
     shape.extend(sample);

@@ -14,7 +14,7 @@
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::{read_f32, read_i64, to_classes, MetricsError};
+use crate::{MetricsError, read_f32, read_i64, to_classes};
 
 /// Fraction of `predictions` equal to `targets`.
 ///
@@ -68,7 +68,9 @@ pub fn top_k_accuracy(
     k: usize,
 ) -> Result<f64, MetricsError> {
     if k == 0 {
-        return Err(MetricsError::InvalidArgument("top-k accuracy needs k >= 1".into()));
+        return Err(MetricsError::InvalidArgument(
+            "top-k accuracy needs k >= 1".into(),
+        ));
     }
     check_matrix(scores.len(), num_classes)?;
     check_pairs(scores.len() / num_classes, targets.len())?;
@@ -96,11 +98,7 @@ pub fn top_k_accuracy(
 
 /// Whether score `s` ranks above score `st` (`NaN` ranks below everything).
 fn rank_above(s: f32, st: f32) -> bool {
-    if st.is_nan() {
-        !s.is_nan()
-    } else {
-        s > st
-    }
+    if st.is_nan() { !s.is_nan() } else { s > st }
 }
 
 /// Accuracy of Burn logits `[N, C]` (argmax over classes) against labels `[N]`.
@@ -108,7 +106,10 @@ fn rank_above(s: f32, st: f32) -> bool {
 /// # Errors
 /// As [`accuracy`], plus [`MetricsError::LabelOutOfRange`] for a label outside `0..C` and
 /// [`MetricsError::TensorRead`] if the tensors cannot be read back.
-pub fn accuracy_from_logits(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Result<f64, MetricsError> {
+pub fn accuracy_from_logits(
+    logits: &Tensor<2>,
+    targets: &Tensor<1, Int>,
+) -> Result<f64, MetricsError> {
     let (scores, num_classes, targets) = read_logits(logits, targets)?;
     let predictions = argmax_rows(&scores, num_classes)?;
     accuracy(&predictions, &targets)
@@ -136,7 +137,9 @@ fn read_logits(
     let [nt] = targets.dims();
     check_pairs(n, nt)?;
     if c == 0 {
-        return Err(MetricsError::InvalidArgument("logits have zero classes".into()));
+        return Err(MetricsError::InvalidArgument(
+            "logits have zero classes".into(),
+        ));
     }
     let scores = read_f32(logits)?;
     let targets = to_classes(&read_i64(targets)?, c)?;
@@ -453,7 +456,9 @@ impl ConfusionMatrix {
     }
 
     fn macro_mean(&self, f: impl Fn(usize) -> f64) -> f64 {
-        let present: Vec<usize> = (0..self.num_classes).filter(|&c| self.is_present(c)).collect();
+        let present: Vec<usize> = (0..self.num_classes)
+            .filter(|&c| self.is_present(c))
+            .collect();
         if present.is_empty() {
             return 0.0;
         }
@@ -541,7 +546,9 @@ impl ClassificationReport {
     /// The report as a Markdown table (precision / recall / F1 / support per class, then
     /// accuracy and the averages), numbers with 4 decimals.
     pub fn to_markdown(&self) -> String {
-        let mut s = String::from("| class | precision | recall | f1 | support |\n|---|---:|---:|---:|---:|\n");
+        let mut s = String::from(
+            "| class | precision | recall | f1 | support |\n|---|---:|---:|---:|---:|\n",
+        );
         for m in &self.per_class {
             let name = m.name.clone().unwrap_or_else(|| m.class.to_string());
             s.push_str(&format!(
@@ -549,12 +556,18 @@ impl ClassificationReport {
                 name, m.precision, m.recall, m.f1, m.support
             ));
         }
-        s.push_str(&format!("| accuracy | | | {:.4} | {} |\n", self.accuracy, self.total));
+        s.push_str(&format!(
+            "| accuracy | | | {:.4} | {} |\n",
+            self.accuracy, self.total
+        ));
         s.push_str(&format!(
             "| macro avg | {:.4} | {:.4} | {:.4} | {} |\n",
             self.macro_precision, self.macro_recall, self.macro_f1, self.total
         ));
-        s.push_str(&format!("| weighted avg | | | {:.4} | {} |\n", self.weighted_f1, self.total));
+        s.push_str(&format!(
+            "| weighted avg | | | {:.4} | {} |\n",
+            self.weighted_f1, self.total
+        ));
         s
     }
 }

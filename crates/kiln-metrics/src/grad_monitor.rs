@@ -143,7 +143,9 @@ impl GradNormReport {
     pub fn to_markdown(&self) -> String {
         let mut s = String::from("| layer | grad L2 norm | flag |\n|---|---:|---|\n");
         for l in &self.layers {
-            let norm = l.norm.map_or_else(|| "-".to_string(), |v| format!("{v:.4e}"));
+            let norm = l
+                .norm
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.4e}"));
             s.push_str(&format!("| {} | {} | {:?} |\n", l.layer, norm, l.flag));
         }
         s.push_str(&format!("| total | {:.4e} | |\n", self.total_norm));
@@ -211,7 +213,8 @@ impl GradNormMonitor {
         }
         let rows = visitor.rows;
         Ok(self.report_from_norms(
-            rows.into_iter().map(|(name, shape, sq)| (name, shape, sq.map(f64::sqrt))),
+            rows.into_iter()
+                .map(|(name, shape, sq)| (name, shape, sq.map(f64::sqrt))),
         ))
     }
 
@@ -319,6 +322,7 @@ impl<G: GradientLookup> ModuleVisitor for NormVisitor<'_, G> {
                 }
             },
         };
-        self.rows.push((self.path.join("."), value.dims().to_vec(), sq));
+        self.rows
+            .push((self.path.join("."), value.dims().to_vec(), sq));
     }
 }

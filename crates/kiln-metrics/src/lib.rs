@@ -32,18 +32,20 @@ pub mod segmentation;
 pub mod sparsity;
 
 pub use classification::{
-    accuracy, accuracy_from_logits, argmax_rows, top_k_accuracy, top_k_accuracy_from_logits,
-    ClassMetrics, ClassificationReport, ConfusionMatrix,
+    ClassMetrics, ClassificationReport, ConfusionMatrix, accuracy, accuracy_from_logits,
+    argmax_rows, top_k_accuracy, top_k_accuracy_from_logits,
 };
 pub use grad_monitor::{
     GradFlag, GradNormMonitor, GradNormReport, GradientLookup, LayerGradNorm, ParamGradNorm,
 };
 pub use overfitting::{CurveKind, OverfittingDetector, OverfittingVerdict};
 pub use regression::{
-    mae, mse, r2_score, regression_metrics, regression_metrics_from_tensors, RegressionMetrics,
+    RegressionMetrics, mae, mse, r2_score, regression_metrics, regression_metrics_from_tensors,
 };
-pub use segmentation::{iou_from_label_maps, iou_from_logits, segmentation_iou, IouReport};
-pub use sparsity::{activation_sparsity, zero_fraction, LayerSparsity, SparsityReport, SparsityTracker};
+pub use segmentation::{IouReport, iou_from_label_maps, iou_from_logits, segmentation_iou};
+pub use sparsity::{
+    LayerSparsity, SparsityReport, SparsityTracker, activation_sparsity, zero_fraction,
+};
 
 /// Errors returned by the metrics of this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

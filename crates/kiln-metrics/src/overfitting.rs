@@ -110,7 +110,11 @@ impl OverfittingDetector {
     ///
     /// # Errors
     /// As [`OverfittingDetector::check`].
-    pub fn check_losses(&self, train: &[f64], val: &[f64]) -> Result<OverfittingVerdict, MetricsError> {
+    pub fn check_losses(
+        &self,
+        train: &[f64],
+        val: &[f64],
+    ) -> Result<OverfittingVerdict, MetricsError> {
         self.check(train, val, CurveKind::Loss)
     }
 
@@ -179,15 +183,16 @@ impl OverfittingDetector {
         }
         let gap_growing_since = (run_start < last).then_some(run_start);
 
-        let verdict = |overfitting: bool, began: Option<usize>, reason: String| OverfittingVerdict {
-            overfitting,
-            began_at_epoch: began,
-            best_epoch: best,
-            reason,
-            kind,
-            gap: gap.clone(),
-            gap_growing_since,
-        };
+        let verdict =
+            |overfitting: bool, began: Option<usize>, reason: String| OverfittingVerdict {
+                overfitting,
+                began_at_epoch: began,
+                best_epoch: best,
+                reason,
+                kind,
+                gap: gap.clone(),
+                gap_growing_since,
+            };
 
         // Rule 1: validation degrades for k epochs after its best while training improves.
         if last - best >= k && (1..=k).all(|j| v[best + j] > v[best] + d) {

@@ -6,7 +6,7 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::{read_f32, MetricsError};
+use crate::{MetricsError, read_f32};
 
 /// MSE, RMSE, MAE and R² of one prediction / target pair.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -92,7 +92,10 @@ pub fn r2_score(prediction: &[f32], target: &[f32]) -> Result<f64, MetricsError>
 ///
 /// # Errors
 /// [`MetricsError::LengthMismatch`] or [`MetricsError::Empty`].
-pub fn regression_metrics(prediction: &[f32], target: &[f32]) -> Result<RegressionMetrics, MetricsError> {
+pub fn regression_metrics(
+    prediction: &[f32],
+    target: &[f32],
+) -> Result<RegressionMetrics, MetricsError> {
     let mse = mse(prediction, target)?;
     Ok(RegressionMetrics {
         mse,

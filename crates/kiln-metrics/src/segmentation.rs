@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::classification::ConfusionMatrix;
-use crate::{read_i64, MetricsError};
+use crate::{MetricsError, read_i64};
 
 /// Per-class IoU, mIoU and pixel accuracy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,7 +54,10 @@ impl IouReport {
             }
         }
         s.push_str(&format!("| mIoU | {:.4} |\n", self.miou));
-        s.push_str(&format!("| pixel accuracy | {:.4} |\n", self.pixel_accuracy));
+        s.push_str(&format!(
+            "| pixel accuracy | {:.4} |\n",
+            self.pixel_accuracy
+        ));
         s
     }
 }

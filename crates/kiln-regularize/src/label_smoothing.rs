@@ -59,7 +59,11 @@ impl LabelSmoothingCrossEntropy {
         let [nt] = targets.dims();
         assert_eq!(n, nt, "logits have {n} rows but there are {nt} targets");
         let log_p = log_softmax(logits, 1);
-        let nll: Tensor<1> = log_p.clone().gather(1, targets.reshape([n, 1])).reshape([n]).neg();
+        let nll: Tensor<1> = log_p
+            .clone()
+            .gather(1, targets.reshape([n, 1]))
+            .reshape([n])
+            .neg();
         if self.smoothing == 0.0 {
             return nll;
         }

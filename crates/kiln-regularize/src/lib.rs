@@ -4,7 +4,7 @@
 //!
 //! - [`penalty`]: differentiable L1 / L2 weight penalties over chosen parameters of a module
 //!   (biases and normalization parameters skipped by default), [`WeightPenalty`].
-//! - [`drop_path`]: [`DropPath`] (stochastic depth), timm's `DropPath` twin.
+//! - [`mod@drop_path`]: [`DropPath`] (stochastic depth), timm's `DropPath` twin.
 //! - [`label_smoothing`]: [`LabelSmoothingCrossEntropy`], equal to PyTorch's
 //!   `F.cross_entropy(..., label_smoothing=eps)`.
 //! - [`early_stopping`]: [`EarlyStopping`] with patience / `min_delta`, min or max mode.
@@ -19,10 +19,12 @@ pub mod early_stopping;
 pub mod label_smoothing;
 pub mod penalty;
 
-pub use drop_path::{drop_path, DropPath, DropPathConfig};
+pub use drop_path::{DropPath, DropPathConfig, drop_path};
 pub use early_stopping::{EarlyStopping, Mode, StopDecision};
-pub use label_smoothing::{label_smoothing_cross_entropy, LabelSmoothingCrossEntropy};
-pub use penalty::{l1_penalty, l2_penalty, selected_params, ParamSelection, SelectedParam, WeightPenalty};
+pub use label_smoothing::{LabelSmoothingCrossEntropy, label_smoothing_cross_entropy};
+pub use penalty::{
+    ParamSelection, SelectedParam, WeightPenalty, l1_penalty, l2_penalty, selected_params,
+};
 
 /// Errors returned by this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

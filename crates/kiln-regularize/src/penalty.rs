@@ -70,7 +70,8 @@ impl ParamSelection {
     /// checks are separate.
     pub fn selects(&self, path: &str, rank: usize, owner_type: &str) -> bool {
         let under = |prefix: &String| {
-            path == prefix || (path.starts_with(prefix.as_str()) && path[prefix.len()..].starts_with('.'))
+            path == prefix
+                || (path.starts_with(prefix.as_str()) && path[prefix.len()..].starts_with('.'))
         };
         if !self.only.is_empty() && !self.only.iter().any(under) {
             return false;

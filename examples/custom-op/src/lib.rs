@@ -136,6 +136,7 @@ pub fn register(registry: &mut Registry) -> Result<(), ZooError> {
         aliases: vec![],
         summary: "plugin example: small CNN with anti-aliased BlurPool2d downsampling".into(),
         default_input: [3, 32, 32],
+        num_classes: 10,
         build: |o, d| {
             o.no_width("blurnet")?;
             Ok(Box::new(BlurNet::new(o.in_channels, o.num_classes, d)))
