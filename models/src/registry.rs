@@ -11,7 +11,8 @@ pub struct ModelOptions {
     /// Number of output classes; 0 (the default) means the model's own (its entry's
     /// `num_classes`). [`Registry::build`] resolves it.
     pub num_classes: usize,
-    /// Channel width multiplier (MobileNets, ShuffleNet, GhostNet).
+    /// Channel width multiplier (MobileNets, GhostNet, DeepLab and YOLOv5 widths; ShuffleNet widths
+    /// are separate registered names).
     pub width_mult: f64,
     /// Input channels; 0 (the default) means the model's own (its entry's `default_input[0]`:
     /// 3 for ImageNet nets, 1 for the MNIST nets). [`Registry::build`] resolves it.

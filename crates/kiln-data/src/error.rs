@@ -175,6 +175,11 @@ pub enum DataError {
 /// `Result` with [`DataError`].
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
+/// Collapses a third-party message (which may span lines) to one line.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
     let path = path.into();
     move |source| DataError::Io { path, source }

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{ImageDataset, Pixels, Split};
-use crate::error::{DataError, Result, io_err};
+use crate::error::{DataError, Result, io_err, one_line};
 
 /// One decoded image: width, height, interleaved channels (1..=4), `h * w * ch` bytes (HWC).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ fn is_image_name(name: &str) -> bool {
 /// JPEG file, chosen by its first bytes.
 pub fn decode_image(path: &Path) -> Result<DecodedImage> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let bad = |reason: String| DataError::Decode { path: path.to_path_buf(), reason: reason.split_whitespace().collect::<Vec<_>>().join(" ") };
+    let bad = |reason: String| DataError::Decode { path: path.to_path_buf(), reason: one_line(&reason) };
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
         let mut dec = png::Decoder::new(std::io::Cursor::new(&bytes[..]));
         dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);

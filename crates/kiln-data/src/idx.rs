@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::dataset::{ImageDataset, Pixels, Split};
-use crate::error::{DataError, Result, io_err};
+use crate::error::{DataError, Result, io_err, one_line};
 
 /// Magic number of an IDX images file (unsigned bytes, 3 dimensions).
 pub const IDX_IMAGES_MAGIC: u32 = 2051;
@@ -24,7 +24,7 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: format!("gzip: {e}") })?;
+            .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: one_line(&format!("gzip: {e}")) })?;
         Ok(out)
     } else {
         Ok(raw)

@@ -10,7 +10,7 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::dataset::{ImageDataset, Split};
-use crate::error::{DataError, Result, io_err};
+use crate::error::{DataError, Result, io_err, one_line};
 
 /// Which scaling to fit (the parameter-free [`Scaler`] variants need no fitting).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -237,7 +237,7 @@ impl Scaler {
 
     /// Parses [`to_json`](Self::to_json)'s output.
     pub fn from_json(s: &str) -> Result<Self> {
-        serde_json::from_str(s).map_err(|e| DataError::InvalidArgument(format!("bad scaler JSON: {e}")))
+        serde_json::from_str(s).map_err(|e| DataError::InvalidArgument(one_line(&format!("bad scaler JSON: {e}"))))
     }
 
     /// Writes the scaler as JSON to `path`.
@@ -249,6 +249,6 @@ impl Scaler {
     pub fn load(path: &Path) -> Result<Self> {
         let s = std::fs::read_to_string(path).map_err(io_err(path))?;
         serde_json::from_str(&s)
-            .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: format!("scaler JSON: {e}") })
+            .map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: one_line(&format!("scaler JSON: {e}")) })
     }
 }
