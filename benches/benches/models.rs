@@ -1,7 +1,7 @@
 //! Whole-model inference benches.
 
 use burn::tensor::{Distribution, Tensor};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use kiln_benches::cpu_devices;
 use kiln_models::ModelOptions;
 

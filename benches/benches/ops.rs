@@ -1,7 +1,7 @@
 //! Op benches: forward and forward+backward of the ops CNNs spend their time in.
 
 use burn::tensor::{Distribution, Tensor};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use kiln_benches::cpu_devices;
 use kiln_layers::*;
 
@@ -25,7 +25,9 @@ fn ops(c: &mut Criterion) {
         });
         let shuffle = ChannelShuffleConfig::new(2).init();
         let y = Tensor::<4>::random([8, 116, 28, 28], Distribution::Default, &device);
-        g.bench_function(format!("channel_shuffle 8x116x28x28 [{name}]"), |b| b.iter(|| shuffle.forward(y.clone()).into_data()));
+        g.bench_function(format!("channel_shuffle 8x116x28x28 [{name}]"), |b| {
+            b.iter(|| shuffle.forward(y.clone()).into_data())
+        });
         let pool = MaxPoolWithIndicesConfig::new([2, 2], [2, 2]).init();
         let unpool = MaxUnpool2dConfig::new([2, 2], [2, 2]).init();
         let z = Tensor::<4>::random([8, 64, 56, 56], Distribution::Default, &device);
@@ -36,7 +38,9 @@ fn ops(c: &mut Criterion) {
             })
         });
         let up = UpsampleConfig::new(UpsampleMode::Bilinear).with_scale_factor(Some(2.0)).init();
-        g.bench_function(format!("upsample bilinear x2 8x64x56x56 [{name}]"), |b| b.iter(|| up.forward(z.clone()).into_data()));
+        g.bench_function(format!("upsample bilinear x2 8x64x56x56 [{name}]"), |b| {
+            b.iter(|| up.forward(z.clone()).into_data())
+        });
     }
     g.finish();
 }

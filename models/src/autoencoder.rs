@@ -28,7 +28,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, OpCost, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, OpCost, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind};
 
 use crate::registry::{ModelEntry, ModelOptions};
@@ -56,14 +56,25 @@ impl ConvAutoencoderConfig {
     /// # Panics
     /// If `image_size` is not a positive multiple of 4.
     pub fn init(&self, device: &Device) -> ConvAutoencoder {
-        assert!(self.image_size >= 4 && self.image_size % 4 == 0, "image_size must be a multiple of 4, got {}", self.image_size);
+        assert!(
+            self.image_size >= 4 && self.image_size % 4 == 0,
+            "image_size must be a multiple of 4, got {}",
+            self.image_size
+        );
         let [c1, c2] = AE_WIDTHS;
         let s = self.image_size / 4;
         let down = |i, o| {
-            Conv2dConfig::new([i, o], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
+            Conv2dConfig::new([i, o], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
         };
         let up = |i, o| {
-            ConvTranspose2dConfig::new([i, o], [3, 3]).with_stride([2, 2]).with_padding([1, 1]).with_padding_out([1, 1]).init(device)
+            ConvTranspose2dConfig::new([i, o], [3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1])
+                .with_padding_out([1, 1])
+                .init(device)
         };
         ConvAutoencoder {
             conv1: down(self.in_channels, c1),

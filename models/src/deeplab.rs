@@ -28,10 +28,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{
-    make_divisible, ActKind, ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, IrStyle, Upsample, UpsampleConfig,
-    UpsampleMode,
+    ActKind, ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, IrStyle, Upsample, UpsampleConfig,
+    UpsampleMode, make_divisible,
 };
 
 use crate::mobilenet_v2::INVERTED_RESIDUAL_SETTING;
@@ -73,10 +73,15 @@ impl DeepLabMobileNetV2Config {
     /// # Panics
     /// If `output_stride` is not 8, 16 or 32.
     pub fn init_backbone(&self, device: &Device) -> (ConvBnAct, Vec<InvertedResidual>, usize) {
-        assert!([8, 16, 32].contains(&self.output_stride), "output_stride must be 8, 16 or 32, got {}", self.output_stride);
+        assert!(
+            [8, 16, 32].contains(&self.output_stride),
+            "output_stride must be 8, 16 or 32, got {}",
+            self.output_stride
+        );
         let round = 8;
         let mut input_channel = make_divisible(32.0 * self.width_mult, round);
-        let stem = ConvBnActConfig::new(self.in_channels, input_channel).with_stride(2).with_act(ActKind::Relu6).init(device);
+        let stem =
+            ConvBnActConfig::new(self.in_channels, input_channel).with_stride(2).with_act(ActKind::Relu6).init(device);
         let (mut current_stride, mut dilation) = (2, 1);
         let mut blocks = vec![];
         for [t, c, n, s] in INVERTED_RESIDUAL_SETTING {
@@ -270,7 +275,9 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
     vec![ModelEntry {
         name: "deeplab_mobilenet_v2".into(),
         aliases: vec!["deeplabv3_mobilenet_v2".into()],
-        summary: "DeepLabV3 (ASPP 6/12/18 + image pooling, 128 ch) on a dilated MobileNetV2, output stride 16 (width_mult)".into(),
+        summary:
+            "DeepLabV3 (ASPP 6/12/18 + image pooling, 128 ch) on a dilated MobileNetV2, output stride 16 (width_mult)"
+                .into(),
         default_input: [3, 64, 64],
         num_classes: 21,
         build: |o: &ModelOptions, d| {

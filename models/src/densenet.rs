@@ -13,7 +13,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind};
 
 use crate::registry::{ModelEntry, ModelOptions};

@@ -6,8 +6,8 @@ use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, OpCost, Trace, TraceError, Tracer};
-use kiln_layers::{make_divisible, Act, ActKind, ConvBnAct, ConvBnActConfig, SqueezeExcite};
+use kiln_layers::trace::{Node, OpCost, Trace, TraceError, Tracer, ops, scoped, trace_in};
+use kiln_layers::{Act, ActKind, ConvBnAct, ConvBnActConfig, SqueezeExcite, make_divisible};
 
 use crate::registry::{ModelEntry, ModelOptions};
 
@@ -28,7 +28,14 @@ pub struct MbConvSetting {
     pub num_layers: usize,
 }
 
-const fn mb(expand_ratio: f64, kernel: usize, stride: usize, input_channels: usize, out_channels: usize, num_layers: usize) -> MbConvSetting {
+const fn mb(
+    expand_ratio: f64,
+    kernel: usize,
+    stride: usize,
+    input_channels: usize,
+    out_channels: usize,
+    num_layers: usize,
+) -> MbConvSetting {
     MbConvSetting { expand_ratio, kernel, stride, input_channels, out_channels, num_layers }
 }
 
@@ -83,7 +90,10 @@ impl EfficientNetConfig {
                 ..*s
             })
             .collect();
-        let stem = ConvBnActConfig::new(self.in_channels, setting[0].input_channels).with_stride(2).with_act(ActKind::Swish).init(device);
+        let stem = ConvBnActConfig::new(self.in_channels, setting[0].input_channels)
+            .with_stride(2)
+            .with_act(ActKind::Swish)
+            .init(device);
         let total: usize = setting.iter().map(|s| s.num_layers).sum();
         let mut block_id = 0;
         let mut stages = vec![];
@@ -101,7 +111,9 @@ impl EfficientNetConfig {
         let last_out = 4 * last_in;
         let head = ConvBnActConfig::pointwise(last_in, last_out).with_act(ActKind::Swish).init(device);
         let r = 1.0 / (self.num_classes as f64).sqrt();
-        let classifier = LinearConfig::new(last_out, self.num_classes).with_initializer(Initializer::Uniform { min: -r, max: r }).init(device);
+        let classifier = LinearConfig::new(last_out, self.num_classes)
+            .with_initializer(Initializer::Uniform { min: -r, max: r })
+            .init(device);
         EfficientNet {
             stem,
             stages,
@@ -171,7 +183,15 @@ pub struct MBConv {
 
 impl MBConv {
     /// `MBConv(MBConvConfig(expand_ratio, kernel, stride, input, out, _), sd_prob, BatchNorm2d)`.
-    pub fn new(input: usize, out: usize, expand_ratio: f64, kernel: usize, stride: usize, sd_prob: f64, device: &Device) -> Self {
+    pub fn new(
+        input: usize,
+        out: usize,
+        expand_ratio: f64,
+        kernel: usize,
+        stride: usize,
+        sd_prob: f64,
+        device: &Device,
+    ) -> Self {
         let expanded = adjust_channels(input, expand_ratio);
         let expand = (expanded != input)
             .then(|| ConvBnActConfig::pointwise(input, expanded).with_act(ActKind::Swish).init(device));
@@ -297,7 +317,9 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         num_classes: 1000,
         build: |o: &ModelOptions, d| {
             o.no_width("efficientnet_b0")?;
-            Ok(Box::new(EfficientNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))
+            Ok(Box::new(
+                EfficientNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d),
+            ))
         },
     }]
 }

@@ -6,8 +6,8 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
-use kiln_layers::{make_divisible, Act, ActKind, ConvBnAct};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
+use kiln_layers::{Act, ActKind, ConvBnAct, make_divisible};
 
 use crate::registry::{ModelEntry, ModelOptions};
 
@@ -43,7 +43,13 @@ pub const GHOSTNET_CFGS: &[&[GhostCfg]] = &[
     &[g(5, 120, 40, 0.25, 1)],
     // stage4
     &[g(3, 240, 80, 0.0, 2)],
-    &[g(3, 200, 80, 0.0, 1), g(3, 184, 80, 0.0, 1), g(3, 184, 80, 0.0, 1), g(3, 480, 112, 0.25, 1), g(3, 672, 112, 0.25, 1)],
+    &[
+        g(3, 200, 80, 0.0, 1),
+        g(3, 184, 80, 0.0, 1),
+        g(3, 184, 80, 0.0, 1),
+        g(3, 480, 112, 0.25, 1),
+        g(3, 672, 112, 0.25, 1),
+    ],
     // stage5
     &[g(5, 672, 160, 0.25, 2)],
     &[g(5, 960, 160, 0.0, 1), g(5, 960, 160, 0.25, 1), g(5, 960, 160, 0.0, 1), g(5, 960, 160, 0.25, 1)],
@@ -440,7 +446,11 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         num_classes: 1000,
         build: |o: &ModelOptions, d| {
             Ok(Box::new(
-                GhostNetConfig::new().with_num_classes(o.num_classes).with_width(o.width_mult).with_in_channels(o.in_channels).init(d),
+                GhostNetConfig::new()
+                    .with_num_classes(o.num_classes)
+                    .with_width(o.width_mult)
+                    .with_in_channels(o.in_channels)
+                    .init(d),
             ))
         },
     }]

@@ -28,7 +28,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, trace_in};
 use kiln_layers::{Act, ActKind};
 
 use crate::registry::{ModelEntry, ModelOptions};

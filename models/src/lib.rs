@@ -78,7 +78,11 @@ macro_rules! zoo_model {
             fn num_params(&self) -> usize {
                 burn::module::Module::num_params(self)
             }
-            fn load_pytorch(&mut self, path: &std::path::Path, input: &[usize]) -> Result<$crate::LoadReport, $crate::WeightError> {
+            fn load_pytorch(
+                &mut self,
+                path: &std::path::Path,
+                input: &[usize],
+            ) -> Result<$crate::LoadReport, $crate::WeightError> {
                 $crate::weights::load_pytorch(self, path, input)
             }
         }
@@ -91,7 +95,11 @@ macro_rules! zoo_model {
             fn num_params(&self) -> usize {
                 burn::module::Module::num_params(self)
             }
-            fn load_pytorch(&mut self, path: &std::path::Path, input: &[usize]) -> Result<$crate::LoadReport, $crate::WeightError> {
+            fn load_pytorch(
+                &mut self,
+                path: &std::path::Path,
+                input: &[usize],
+            ) -> Result<$crate::LoadReport, $crate::WeightError> {
                 $crate::weights::load_pytorch(self, path, input)
             }
         }

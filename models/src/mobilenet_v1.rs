@@ -7,8 +7,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
-use kiln_layers::{make_divisible, Act, ActKind, ConvBnActConfig, DepthwiseSeparable, DepthwiseSeparableConfig};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
+use kiln_layers::{Act, ActKind, ConvBnActConfig, DepthwiseSeparable, DepthwiseSeparableConfig, make_divisible};
 
 use crate::registry::{ModelEntry, ModelOptions};
 
@@ -35,7 +35,8 @@ impl MobileNetV1Config {
     pub fn init(&self, device: &Device) -> MobileNetV1 {
         let round = |c: usize| make_divisible(c as f64 * self.width_mult, 8);
         let stem_size = round(32);
-        let stem = ConvBnActConfig::new(self.in_channels, stem_size).with_stride(2).with_act(ActKind::Relu6).init(device);
+        let stem =
+            ConvBnActConfig::new(self.in_channels, stem_size).with_stride(2).with_act(ActKind::Relu6).init(device);
         let mut cin = stem_size;
         let blocks = STAGES
             .iter()
@@ -121,7 +122,11 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         num_classes: 1000,
         build: |o: &ModelOptions, d| {
             Ok(Box::new(
-                MobileNetV1Config::new().with_num_classes(o.num_classes).with_width_mult(o.width_mult).with_in_channels(o.in_channels).init(d),
+                MobileNetV1Config::new()
+                    .with_num_classes(o.num_classes)
+                    .with_width_mult(o.width_mult)
+                    .with_in_channels(o.in_channels)
+                    .init(d),
             ))
         },
     }]

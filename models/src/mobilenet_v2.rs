@@ -5,21 +5,16 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
-use kiln_layers::{make_divisible, ActKind, ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, IrStyle};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
+use kiln_layers::{
+    ActKind, ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, IrStyle, make_divisible,
+};
 
 use crate::registry::{ModelEntry, ModelOptions};
 
 /// torchvision's `inverted_residual_setting`: expansion t, channels c, repeats n, stride s.
-pub const INVERTED_RESIDUAL_SETTING: [[usize; 4]; 7] = [
-    [1, 16, 1, 1],
-    [6, 24, 2, 2],
-    [6, 32, 3, 2],
-    [6, 64, 4, 2],
-    [6, 96, 3, 1],
-    [6, 160, 3, 2],
-    [6, 320, 1, 1],
-];
+pub const INVERTED_RESIDUAL_SETTING: [[usize; 4]; 7] =
+    [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]];
 
 /// Configuration of a [`MobileNetV2`].
 #[derive(Config, Debug)]
@@ -44,7 +39,8 @@ impl MobileNetV2Config {
         let round = 8;
         let mut input_channel = make_divisible(32.0 * self.width_mult, round);
         let last_channel = make_divisible(1280.0 * self.width_mult.max(1.0), round);
-        let stem = ConvBnActConfig::new(self.in_channels, input_channel).with_stride(2).with_act(ActKind::Relu6).init(device);
+        let stem =
+            ConvBnActConfig::new(self.in_channels, input_channel).with_stride(2).with_act(ActKind::Relu6).init(device);
         let mut blocks = vec![];
         for [t, c, n, s] in INVERTED_RESIDUAL_SETTING {
             let output_channel = make_divisible(c as f64 * self.width_mult, round);
@@ -139,7 +135,11 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         num_classes: 1000,
         build: |o: &ModelOptions, d| {
             Ok(Box::new(
-                MobileNetV2Config::new().with_num_classes(o.num_classes).with_width_mult(o.width_mult).with_in_channels(o.in_channels).init(d),
+                MobileNetV2Config::new()
+                    .with_num_classes(o.num_classes)
+                    .with_width_mult(o.width_mult)
+                    .with_in_channels(o.in_channels)
+                    .init(d),
             ))
         },
     }]

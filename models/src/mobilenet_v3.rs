@@ -6,8 +6,10 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
-use kiln_layers::{make_divisible, Act, ActKind, ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, IrStyle};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
+use kiln_layers::{
+    Act, ActKind, ConvBnAct, ConvBnActConfig, InvertedResidual, InvertedResidualConfig, IrStyle, make_divisible,
+};
 
 use crate::registry::{ModelEntry, ModelOptions};
 
@@ -193,7 +195,11 @@ crate::zoo_model!(MobileNetV3, logits);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {
     fn build(arch: V3Arch, o: &ModelOptions, d: &Device) -> MobileNetV3 {
-        MobileNetV3Config::new(arch).with_num_classes(o.num_classes).with_width_mult(o.width_mult).with_in_channels(o.in_channels).init(d)
+        MobileNetV3Config::new(arch)
+            .with_num_classes(o.num_classes)
+            .with_width_mult(o.width_mult)
+            .with_in_channels(o.in_channels)
+            .init(d)
     }
     vec![
         ModelEntry {

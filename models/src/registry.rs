@@ -191,7 +191,9 @@ impl Registry {
                 known: self
                     .models
                     .iter()
-                    .flat_map(|m| std::iter::once(m.name.clone()).chain(m.aliases.iter().map(|a| format!("{a} (= {})", m.name))))
+                    .flat_map(|m| {
+                        std::iter::once(m.name.clone()).chain(m.aliases.iter().map(|a| format!("{a} (= {})", m.name)))
+                    })
                     .collect(),
             }
         })
@@ -229,15 +231,27 @@ fn builtin_ops() -> Vec<OpEntry> {
         e("conv_bn_act", "3x3 conv + BN + ReLU, 32->64", "torchvision.ops.Conv2dNormActivation", [32, 112, 112], |d| {
             Box::new(ConvBnActConfig::new(32, 64).init(d))
         }),
-        e("depthwise_separable", "depthwise 3x3 + pointwise 1x1, 32->64", "timm DepthwiseSeparableConv", [32, 112, 112], |d| {
-            Box::new(DepthwiseSeparableConfig::new(32, 64).init(d))
-        }),
-        e("inverted_residual", "MobileNetV2 block 24->24, expansion 6", "torchvision InvertedResidual", [24, 56, 56], |d| {
-            Box::new(InvertedResidualConfig::new(24, 144, 24).init(d))
-        }),
-        e("squeeze_excite", "SE gate on 96 channels, bottleneck 24", "torchvision.ops.SqueezeExcitation", [96, 14, 14], |d| {
-            Box::new(SqueezeExciteConfig::new(96, 24).init(d))
-        }),
+        e(
+            "depthwise_separable",
+            "depthwise 3x3 + pointwise 1x1, 32->64",
+            "timm DepthwiseSeparableConv",
+            [32, 112, 112],
+            |d| Box::new(DepthwiseSeparableConfig::new(32, 64).init(d)),
+        ),
+        e(
+            "inverted_residual",
+            "MobileNetV2 block 24->24, expansion 6",
+            "torchvision InvertedResidual",
+            [24, 56, 56],
+            |d| Box::new(InvertedResidualConfig::new(24, 144, 24).init(d)),
+        ),
+        e(
+            "squeeze_excite",
+            "SE gate on 96 channels, bottleneck 24",
+            "torchvision.ops.SqueezeExcitation",
+            [96, 14, 14],
+            |d| Box::new(SqueezeExciteConfig::new(96, 24).init(d)),
+        ),
         e("focus", "space-to-depth + 1x1 conv, 3->32", "yolov5 models.common.Focus", [3, 64, 64], |d| {
             Box::new(FocusConfig::new(3, 32).init(d))
         }),

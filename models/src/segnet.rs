@@ -35,11 +35,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{scoped, trace_in, Node, Trace, TraceError, Tracer};
-use kiln_layers::{ConvBnAct, ConvBnActConfig, MaxPoolWithIndices, MaxPoolWithIndicesConfig, MaxUnpool2d, MaxUnpool2dConfig};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, scoped, trace_in};
+use kiln_layers::{
+    ConvBnAct, ConvBnActConfig, MaxPoolWithIndices, MaxPoolWithIndicesConfig, MaxUnpool2d, MaxUnpool2dConfig,
+};
 
 use crate::registry::{ModelEntry, ModelOptions};
 

@@ -6,7 +6,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind, ChannelShuffle, ChannelShuffleConfig};
 
 use crate::registry::{ModelEntry, ModelOptions, ZooError};
@@ -68,8 +68,15 @@ impl ShuffleNetV2Config {
     /// Builds the network (PyTorch's default initialization, as torchvision does).
     pub fn init(&self, device: &Device) -> ShuffleNetV2 {
         let ch = self.stages_out_channels;
-        let conv1 = ConvBnRelu { conv: conv(self.in_channels, ch[0], 3, 2, 1, device), bn: bn(ch[0], device), relu: Act::new(ActKind::Relu) };
-        let maxpool = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init();
+        let conv1 = ConvBnRelu {
+            conv: conv(self.in_channels, ch[0], 3, 2, 1, device),
+            bn: bn(ch[0], device),
+            relu: Act::new(ActKind::Relu),
+        };
+        let maxpool = MaxPool2dConfig::new([3, 3])
+            .with_strides([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init();
         let mut input = ch[0];
         let mut stages = vec![];
         for (repeats, &output) in self.stages_repeats.iter().zip(&ch[1..4]) {
@@ -80,7 +87,11 @@ impl ShuffleNetV2Config {
             stages.push(units);
             input = output;
         }
-        let conv5 = ConvBnRelu { conv: conv(input, ch[4], 1, 1, 1, device), bn: bn(ch[4], device), relu: Act::new(ActKind::Relu) };
+        let conv5 = ConvBnRelu {
+            conv: conv(input, ch[4], 1, 1, 1, device),
+            bn: bn(ch[4], device),
+            relu: Act::new(ActKind::Relu),
+        };
         let fc = LinearConfig::new(ch[4], self.num_classes).init(device);
         ShuffleNetV2 { conv1, maxpool, stages, conv5, fc }
     }
@@ -255,7 +266,10 @@ impl Trace for ShuffleUnit {
                 // `x.chunk(2, dim=1)`.
                 let c = x.shape[1];
                 if c % 2 != 0 {
-                    return Err(TraceError::Invalid { op: "ShuffleUnit".into(), reason: format!("chunk(2) of {c} channels") });
+                    return Err(TraceError::Invalid {
+                        op: "ShuffleUnit".into(),
+                        reason: format!("chunk(2) of {c} channels"),
+                    });
                 }
                 let x1 = ops::narrow(t, Some("chunk.0"), &x, 1, 0, c / 2)?;
                 let x2 = ops::narrow(t, Some("chunk.1"), &x, 1, c / 2, c / 2)?;
@@ -341,7 +355,12 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
     }
     fn build(name: &str, width: f64, o: &ModelOptions, d: &Device) -> Result<Box<dyn crate::ZooModel>, ZooError> {
         o.no_width(name)?;
-        Ok(Box::new(ShuffleNetV2Config::for_width(width)?.with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))
+        Ok(Box::new(
+            ShuffleNetV2Config::for_width(width)?
+                .with_num_classes(o.num_classes)
+                .with_in_channels(o.in_channels)
+                .init(d),
+        ))
     }
     vec![
         entry("shufflenet_v2_x0_5", "0.5", &[], |o, d| build("shufflenet_v2_x0_5", 0.5, o, d)),

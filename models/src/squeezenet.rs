@@ -7,7 +7,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, PaddingConfig2d};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind};
 
 use crate::registry::{ModelEntry, ModelOptions};
@@ -207,7 +207,9 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         num_classes: 1000,
         build: |o: &ModelOptions, d| {
             o.no_width("squeezenet1_1")?;
-            Ok(Box::new(SqueezeNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))
+            Ok(Box::new(
+                SqueezeNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d),
+            ))
         },
     }]
 }

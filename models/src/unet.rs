@@ -38,7 +38,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfi
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, OpCost, Spatial, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{ConvBnAct, ConvBnActConfig};
 
 use crate::registry::{ModelEntry, ModelOptions};
@@ -46,7 +46,12 @@ use crate::registry::{ModelEntry, ModelOptions};
 /// Traces a [`ConvBnAct`] with its conv, norm and activation under the given child names
 /// (`["0", "1", "2"]` is what `ConvBnAct`'s own trace uses; PyTorch twins that inline the three
 /// layers in a larger `Sequential`, or name them `conv` / `bn` / `act`, need others).
-pub(crate) fn trace_conv_bn_act_as(t: &mut dyn Tracer, m: &ConvBnAct, names: [&str; 3], x: Node) -> Result<Node, TraceError> {
+pub(crate) fn trace_conv_bn_act_as(
+    t: &mut dyn Tracer,
+    m: &ConvBnAct,
+    names: [&str; 3],
+    x: Node,
+) -> Result<Node, TraceError> {
     let mut x = trace_in(t, names[0], &m.conv, x)?;
     if let Some(bn) = &m.bn {
         x = trace_in(t, names[1], bn, x)?;
@@ -81,7 +86,10 @@ impl UNetConfig {
         let width = |k: usize| self.base_width << k;
         let inc = DoubleConv::new(self.in_channels, width(0), device);
         let downs = (1..=self.depth)
-            .map(|k| Down { pool: MaxPool2dConfig::new([2, 2]).init(), conv: DoubleConv::new(width(k - 1), width(k), device) })
+            .map(|k| Down {
+                pool: MaxPool2dConfig::new([2, 2]).init(),
+                conv: DoubleConv::new(width(k - 1), width(k), device),
+            })
             .collect();
         let ups = (1..=self.depth)
             .map(|k| {
@@ -111,7 +119,10 @@ pub struct DoubleConv {
 
 impl DoubleConv {
     fn new(c_in: usize, c_out: usize, device: &Device) -> Self {
-        Self { conv1: ConvBnActConfig::new(c_in, c_out).init(device), conv2: ConvBnActConfig::new(c_out, c_out).init(device) }
+        Self {
+            conv1: ConvBnActConfig::new(c_in, c_out).init(device),
+            conv2: ConvBnActConfig::new(c_out, c_out).init(device),
+        }
     }
 
     /// Applies both layers.
@@ -174,7 +185,8 @@ impl Up {
     /// Upsamples `x`, merges it with the encoder's `skip`, convolves.
     pub fn forward(&self, x: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
         let mut x = self.up.forward(x);
-        let [top, bottom, left, right] = pad_to(&x.dims(), &skip.dims()).expect("skip is at least as large as the upsampled map");
+        let [top, bottom, left, right] =
+            pad_to(&x.dims(), &skip.dims()).expect("skip is at least as large as the upsampled map");
         if top + bottom + left + right > 0 {
             x = x.pad((left, right, top, bottom), PadMode::Constant(0.0));
         }

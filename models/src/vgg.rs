@@ -9,9 +9,11 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::{Device, Tensor};
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind};
 
 use crate::registry::{ModelEntry, ModelOptions};
@@ -221,7 +223,9 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             num_classes: 1000,
             build: |o: &ModelOptions, d| {
                 o.no_width("vgg16")?;
-                Ok(Box::new(VggConfig::vgg16(false).with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))
+                Ok(Box::new(
+                    VggConfig::vgg16(false).with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d),
+                ))
             },
         },
         ModelEntry {
@@ -232,7 +236,9 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             num_classes: 1000,
             build: |o: &ModelOptions, d| {
                 o.no_width("vgg16_bn")?;
-                Ok(Box::new(VggConfig::vgg16(true).with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))
+                Ok(Box::new(
+                    VggConfig::vgg16(true).with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d),
+                ))
             },
         },
     ]

@@ -111,12 +111,17 @@ impl Tracer for KeyCollector {
 pub fn torch_keys<M: Module + Trace>(model: &M, input: &[usize]) -> Result<Vec<(String, String)>, WeightError> {
     let mut c = KeyCollector::default();
     model.trace(&mut c, Node { id: 0, shape: input.to_vec() }).map_err(|e| WeightError::Trace(e.to_string()))?;
-    let burn_paths: HashMap<u64, String> =
-        model.collect(None, None, false).into_iter().filter_map(|t| t.param_id.map(|id| (id, t.name.clone()))).collect();
+    let burn_paths: HashMap<u64, String> = model
+        .collect(None, None, false)
+        .into_iter()
+        .filter_map(|t| t.param_id.map(|id| (id, t.name.clone())))
+        .collect();
     c.keys
         .into_iter()
         .map(|(torch, id)| {
-            let burn = burn_paths.get(&id).ok_or_else(|| WeightError::Trace(format!("{torch}: param not found in the module")))?;
+            let burn = burn_paths
+                .get(&id)
+                .ok_or_else(|| WeightError::Trace(format!("{torch}: param not found in the module")))?;
             // Keep PyTorch's parameter name (weight/bias): burn-store renames norm params itself.
             let prefix = burn.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
             let suffix = torch.rsplit_once('.').map(|(_, s)| s).unwrap_or("");
@@ -153,7 +158,8 @@ pub fn load_pytorch<M: Module + Trace>(model: &mut M, path: &Path, input: &[usiz
         return Err(WeightError::Mismatch { path: shown, missing, unexpected, mismatched: vec![] });
     }
 
-    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false).remap(remapper).allow_partial(true).validate(false);
+    let mut store =
+        PytorchStore::from_file(path).map_indices_contiguous(false).remap(remapper).allow_partial(true).validate(false);
     // Apply to a copy so a failed load leaves the caller's model untouched.
     let mut candidate = model.clone();
     let result = candidate.load_from(&mut store).map_err(|e| WeightError::NotPyTorch {

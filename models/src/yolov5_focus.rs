@@ -27,11 +27,11 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::tensor::{Device, Tensor};
 use kiln_layers::focus::trace_space_to_depth;
-use kiln_layers::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{ActKind, ConvBnAct, ConvBnActConfig, Focus, FocusConfig};
 
 use crate::registry::{ModelEntry, ModelOptions};
@@ -163,7 +163,9 @@ impl C3 {
             cv1: conv(c1, h, 1, 1, device),
             cv2: conv(c1, h, 1, 1, device),
             cv3: conv(2 * h, c2, 1, 1, device),
-            m: (0..n).map(|_| Bottleneck { cv1: conv(h, h, 1, 1, device), cv2: conv(h, h, 3, 1, device), add: shortcut }).collect(),
+            m: (0..n)
+                .map(|_| Bottleneck { cv1: conv(h, h, 1, 1, device), cv2: conv(h, h, 3, 1, device), add: shortcut })
+                .collect(),
         }
     }
 
@@ -206,7 +208,10 @@ impl Spp {
             .iter()
             .map(|&k| {
                 let p = k / 2;
-                MaxPool2dConfig::new([k, k]).with_strides([1, 1]).with_padding(PaddingConfig2d::Explicit(p, p, p, p)).init()
+                MaxPool2dConfig::new([k, k])
+                    .with_strides([1, 1])
+                    .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                    .init()
             })
             .collect();
         Self { cv1: conv(c1, h, 1, 1, device), cv2: conv(h * (SPP_KERNELS.len() + 1), c2, 1, 1, device), m }
@@ -300,7 +305,8 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
     vec![ModelEntry {
         name: "yolov5_focus_backbone".into(),
         aliases: vec!["yolov5_backbone".into()],
-        summary: "YOLOv5 v5.0 backbone (Focus, C3, SPP), width 0.25 x width_mult, depth 0.33; outputs the P5 map".into(),
+        summary: "YOLOv5 v5.0 backbone (Focus, C3, SPP), width 0.25 x width_mult, depth 0.33; outputs the P5 map"
+            .into(),
         default_input: [3, 64, 64],
         num_classes: 1000,
         build: |o: &ModelOptions, d| {

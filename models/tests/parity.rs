@@ -10,9 +10,9 @@ use kiln_models::npy::{self, NpyArray};
 use kiln_models::{ModelOptions, Registry};
 
 fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/torchvision")
-    });
+    let dir = std::env::var_os("KILN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/torchvision"));
     if dir.join("input_2x3x224x224.npy").is_file() {
         Some(dir)
     } else {
@@ -36,9 +36,15 @@ fn check(name: &str, device: &Device) -> Option<(f32, f32)> {
     }
     let input = npy::read(&dir.join("input_2x3x224x224.npy")).unwrap();
     let expect = npy::read(&dir.join(format!("{name}.out.npy"))).unwrap();
-    let got: NpyArray =
-        kiln_models::weights::run_pretrained(&reg, name, &ModelOptions::default(), &dir.join(format!("{name}.pth")), &input, device)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let got: NpyArray = kiln_models::weights::run_pretrained(
+        &reg,
+        name,
+        &ModelOptions::default(),
+        &dir.join(format!("{name}.pth")),
+        &input,
+        device,
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(got.shape, expect.shape, "{name}");
     let diff = got.data.iter().zip(&expect.data).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     let tol = 1e-4 * max_abs(&expect.data).max(1.0);
@@ -75,7 +81,9 @@ fn bad_weight_files_are_clear_errors() {
     let tmp = std::env::temp_dir().join(format!("kiln-parity-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let run = |weights: &std::path::Path, model: &str| {
-        kiln_models::weights::run_pretrained(&reg, model, &ModelOptions::default(), weights, &input, &device).unwrap_err().to_string()
+        kiln_models::weights::run_pretrained(&reg, model, &ModelOptions::default(), weights, &input, &device)
+            .unwrap_err()
+            .to_string()
     };
     // Missing file.
     let e = run(&tmp.join("nope.pth"), "mobilenet_v2");
@@ -91,7 +99,13 @@ fn bad_weight_files_are_clear_errors() {
     assert!(e.contains("not a readable PyTorch state_dict"), "{e}");
     // Weights of another model: keys listed.
     let e = run(&dir.join("mobilenet_v3_small.pth"), "mobilenet_v2");
-    assert!(e.contains("missing keys [") && e.contains("unexpected keys [") && e.contains("features.1.conv.0.0.weight") && e.contains("features.1.block.0.0.weight"), "{e}");
+    assert!(
+        e.contains("missing keys [")
+            && e.contains("unexpected keys [")
+            && e.contains("features.1.conv.0.0.weight")
+            && e.contains("features.1.block.0.0.weight"),
+        "{e}"
+    );
     // Right keys, wrong shapes (a 10-class model against 1000-class weights).
     let e = kiln_models::weights::run_pretrained(
         &reg,
@@ -106,9 +120,16 @@ fn bad_weight_files_are_clear_errors() {
     assert!(e.contains("mismatched") && e.contains("classifier"), "{e}");
     // Wrong input shape.
     let small = NpyArray { shape: vec![1, 1, 32, 32], data: vec![0.0; 1024] };
-    let e = kiln_models::weights::run_pretrained(&reg, "mobilenet_v2", &ModelOptions::default(), &dir.join("mobilenet_v2.pth"), &small, &device)
-        .unwrap_err()
-        .to_string();
+    let e = kiln_models::weights::run_pretrained(
+        &reg,
+        "mobilenet_v2",
+        &ModelOptions::default(),
+        &dir.join("mobilenet_v2.pth"),
+        &small,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("expects 3 input channels"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -6,7 +6,7 @@
 //! Conv2d / Linear (output elements x in/groups x kh x kw), 1x3x224x224 input.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use kiln_analyze::{analyze, Rf, Status};
+use kiln_analyze::{Rf, Status, analyze};
 use kiln_models::{ModelOptions, Registry};
 
 struct Ref {
@@ -100,7 +100,8 @@ fn analyzer_shapes_and_params_equal_a_real_forward_pass() {
             let opts = ModelOptions { num_classes: classes, ..Default::default() };
             let model = reg.build(&e.name, &opts, &device).unwrap();
             let shape = [2, input[0], input[1], input[2]];
-            let rep = analyze(model.as_ref(), &e.name, &shape).unwrap_or_else(|err| panic!("{} at {shape:?}: {err}", e.name));
+            let rep =
+                analyze(model.as_ref(), &e.name, &shape).unwrap_or_else(|err| panic!("{} at {shape:?}: {err}", e.name));
             let out = model.forward(Tensor::random(shape, Distribution::Default, &device));
             assert_eq!(out.dims(), rep.total.output_shape, "{} at {:?}", e.name, shape);
             assert_eq!(model.num_params() as u64, rep.total.params + rep.total.buffers, "{}", e.name);
@@ -119,7 +120,9 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(analyze(model.as_ref(), "mobilenet_v2", &[1, 3, 0, 224]).is_err());
     let err = Registry::builtin().get("mobilenet_v9").err().unwrap().to_string();
     assert!(err.contains("unknown model 'mobilenet_v9'") && err.contains("mobilenet_v3_small"), "{err}");
-    assert!(kiln_models::build("mobilenet_v2", &ModelOptions { width_mult: 0.0, ..Default::default() }, &device).is_err());
+    assert!(
+        kiln_models::build("mobilenet_v2", &ModelOptions { width_mult: 0.0, ..Default::default() }, &device).is_err()
+    );
     assert!(kiln_models::build("resnet18", &ModelOptions { width_mult: 0.5, ..Default::default() }, &device).is_err());
 }
 
@@ -127,6 +130,8 @@ fn bad_inputs_are_errors_not_panics() {
 fn ndarray_backend_runs_the_zoo() {
     #[allow(deprecated)]
     let device = Device::ndarray();
-    let model = kiln_models::build("mobilenet_v3_small", &ModelOptions { num_classes: 10, ..Default::default() }, &device).unwrap();
+    let model =
+        kiln_models::build("mobilenet_v3_small", &ModelOptions { num_classes: 10, ..Default::default() }, &device)
+            .unwrap();
     assert_eq!(model.forward(Tensor::random([1, 3, 64, 64], Distribution::Default, &device)).dims(), vec![1, 10]);
 }

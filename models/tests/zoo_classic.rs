@@ -8,7 +8,7 @@
 //! `kiln_models::lenet`'s docs, counted the same way at 1x1x28x28.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use kiln_analyze::{analyze, Report, Rf, Status};
+use kiln_analyze::{Report, Rf, Status, analyze};
 use kiln_models::{ModelOptions, Registry};
 
 struct Ref {
@@ -29,7 +29,15 @@ const REFS: &[Ref] = &[
         buffers: 9_600,
         macs: 1_814_073_344,
         param_modules: 41,
-        names: &["conv1", "bn1", "layer1.0.conv1", "layer2.0.downsample.0", "layer2.0.downsample.1", "layer4.1.bn2", "fc"],
+        names: &[
+            "conv1",
+            "bn1",
+            "layer1.0.conv1",
+            "layer2.0.downsample.0",
+            "layer2.0.downsample.1",
+            "layer4.1.bn2",
+            "fc",
+        ],
     },
     Ref {
         name: "resnet34",
@@ -53,7 +61,15 @@ const REFS: &[Ref] = &[
         buffers: 0,
         macs: 15_470_264_320,
         param_modules: 16,
-        names: &["features.0", "features.2", "features.5", "features.28", "classifier.0", "classifier.3", "classifier.6"],
+        names: &[
+            "features.0",
+            "features.2",
+            "features.5",
+            "features.28",
+            "classifier.0",
+            "classifier.3",
+            "classifier.6",
+        ],
     },
     Ref {
         name: "vgg16_bn",
@@ -151,7 +167,8 @@ fn lenet5_numbers_and_forward() {
     assert_eq!(out.dims(), vec![1, 10]);
     assert_eq!(model.num_params() as u64, 61_706);
     // in_channels / num_classes options (PyTorch LeNet5(3, 100): 69,656 params, 659,280 MACs).
-    let model = reg.build("lenet", &ModelOptions { num_classes: 100, in_channels: 3, ..Default::default() }, &device).unwrap();
+    let model =
+        reg.build("lenet", &ModelOptions { num_classes: 100, in_channels: 3, ..Default::default() }, &device).unwrap();
     let rep = analyze(model.as_ref(), "lenet5", &[2, 3, 28, 28]).unwrap();
     assert_eq!((rep.total.params, rep.total.macs), (69_656, 2 * 659_280));
     assert_eq!(model.forward(Tensor::random([2, 3, 28, 28], Distribution::Default, &device)).dims(), vec![2, 100]);
@@ -241,7 +258,13 @@ fn analyzer_shapes_equal_a_real_forward_pass() {
 fn registry_names_aliases_and_options() {
     let device = Device::flex();
     let reg = Registry::builtin();
-    for (alias, canonical) in [("resnet", "resnet18"), ("vgg", "vgg16"), ("densenet", "densenet121"), ("squeezenet", "squeezenet1_1"), ("lenet", "lenet5")] {
+    for (alias, canonical) in [
+        ("resnet", "resnet18"),
+        ("vgg", "vgg16"),
+        ("densenet", "densenet121"),
+        ("squeezenet", "squeezenet1_1"),
+        ("lenet", "lenet5"),
+    ] {
         assert_eq!(reg.get(alias).unwrap().name, canonical);
     }
     let opts = ModelOptions { num_classes: 5, ..Default::default() };

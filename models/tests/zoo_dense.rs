@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use kiln_analyze::{analyze, Status};
+use kiln_analyze::{Status, analyze};
 use kiln_models::autoencoder::ConvAutoencoderConfig;
 use kiln_models::deeplab::DeepLabMobileNetV2Config;
 use kiln_models::segnet::SegNetConfig;
@@ -297,7 +297,8 @@ fn train_yolov5_backbone() {
     let model = YoloV5FocusBackboneConfig::new().init(&device);
     let x = image(51, [2, 3, 64, 64], &device);
     let target = image(52, [2, 256, 2, 2], &device);
-    let (before, after) = train(model, 8, 1e-2, |m| MseLoss::new().forward(m.forward(x.clone()), target.clone(), Reduction::Mean));
+    let (before, after) =
+        train(model, 8, 1e-2, |m| MseLoss::new().forward(m.forward(x.clone()), target.clone(), Reduction::Mean));
     assert!(after < 0.9 * before, "yolov5 loss {before} -> {after}");
 }
 
@@ -307,6 +308,7 @@ fn train_autoencoder() {
     device.seed(15);
     let model = ConvAutoencoderConfig::new().init(&device);
     let x = image(61, [2, 1, 28, 28], &device);
-    let (before, after) = train(model, 8, 1e-2, |m| MseLoss::new().forward(m.forward(x.clone()), x.clone(), Reduction::Mean));
+    let (before, after) =
+        train(model, 8, 1e-2, |m| MseLoss::new().forward(m.forward(x.clone()), x.clone(), Reduction::Mean));
     assert!(after < 0.9 * before, "autoencoder loss {before} -> {after}");
 }

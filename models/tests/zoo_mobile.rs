@@ -9,7 +9,7 @@
 //! as it runs, before the slice to `out_chs` (a no-op at these widths).
 
 use burn::tensor::{Device, Distribution, Tensor};
-use kiln_analyze::{analyze, Report, Rf, Status};
+use kiln_analyze::{Report, Rf, Status, analyze};
 use kiln_models::{ModelOptions, Registry};
 
 struct Ref {
@@ -23,10 +23,38 @@ struct Ref {
 }
 
 const REFS: &[Ref] = &[
-    Ref { name: "shufflenet_v2_x0_5", width: 1.0, params: 1_366_792, buffers: 7_952, macs: 40_476_448, conv_linear: 57 },
-    Ref { name: "shufflenet_v2_x1_0", width: 1.0, params: 2_278_604, buffers: 16_180, macs: 144_907_992, conv_linear: 57 },
-    Ref { name: "shufflenet_v2_x1_5", width: 1.0, params: 3_503_624, buffers: 23_440, macs: 295_759_392, conv_linear: 57 },
-    Ref { name: "shufflenet_v2_x2_0", width: 1.0, params: 7_393_996, buffers: 33_716, macs: 583_253_464, conv_linear: 57 },
+    Ref {
+        name: "shufflenet_v2_x0_5",
+        width: 1.0,
+        params: 1_366_792,
+        buffers: 7_952,
+        macs: 40_476_448,
+        conv_linear: 57,
+    },
+    Ref {
+        name: "shufflenet_v2_x1_0",
+        width: 1.0,
+        params: 2_278_604,
+        buffers: 16_180,
+        macs: 144_907_992,
+        conv_linear: 57,
+    },
+    Ref {
+        name: "shufflenet_v2_x1_5",
+        width: 1.0,
+        params: 3_503_624,
+        buffers: 23_440,
+        macs: 295_759_392,
+        conv_linear: 57,
+    },
+    Ref {
+        name: "shufflenet_v2_x2_0",
+        width: 1.0,
+        params: 7_393_996,
+        buffers: 33_716,
+        macs: 583_253_464,
+        conv_linear: 57,
+    },
     // timm ghostnet_100 / ghostnet_050 / ghostnet_130 (timm's `width`).
     Ref { name: "ghostnet", width: 1.0, params: 5_182_508, buffers: 21_968, macs: 141_150_512, conv_linear: 96 },
     Ref { name: "ghostnet", width: 0.5, params: 2_587_292, buffers: 10_984, macs: 42_328_152, conv_linear: 96 },
@@ -116,7 +144,9 @@ fn layer_names_are_the_torch_module_paths() {
         assert_eq!(row(&rep, name).output_shape, shape, "{name}");
         assert_eq!(row(&rep, name).macs, Some(macs), "{name}");
     }
-    for bn in ["bn1", "blocks.3.0.bn_dw", "blocks.3.0.shortcut.1", "blocks.6.3.ghost2.cheap_operation.1", "blocks.9.0.bn1"] {
+    for bn in
+        ["bn1", "blocks.3.0.bn_dw", "blocks.3.0.shortcut.1", "blocks.6.3.ghost2.cheap_operation.1", "blocks.9.0.bn1"]
+    {
         assert_eq!(row(&rep, bn).op, "BatchNorm", "{bn}");
     }
     assert_eq!(row(&rep, "blocks.3.0.se.gate").op, "Hardsigmoid");
@@ -165,7 +195,11 @@ fn shufflenet_trace_has_channel_shuffle_and_split_and_a_finite_rf() {
     assert_eq!(rep.total.receptive_field_node, "conv5.2");
     // GhostNet and EfficientNet gate channels with SE: global.
     for name in ["ghostnet", "efficientnet_b0"] {
-        assert_eq!(report(name, &ModelOptions::default(), &[1, 3, 224, 224]).total.receptive_field, Rf::Global, "{name}");
+        assert_eq!(
+            report(name, &ModelOptions::default(), &[1, 3, 224, 224]).total.receptive_field,
+            Rf::Global,
+            "{name}"
+        );
     }
 }
 
@@ -217,8 +251,15 @@ fn logits_match_pytorch_when_fixtures_exist() {
             continue;
         }
         let expect = npy::read(&out).unwrap();
-        let got = kiln_models::weights::run_pretrained(&reg, name, &ModelOptions::default(), &weights, &input, &Device::flex())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = kiln_models::weights::run_pretrained(
+            &reg,
+            name,
+            &ModelOptions::default(),
+            &weights,
+            &input,
+            &Device::flex(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got.shape, expect.shape, "{name}");
         let diff = got.data.iter().zip(&expect.data).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         let tol = 1e-4 * expect.data.iter().fold(1.0f32, |m, v| m.max(v.abs()));

@@ -1,9 +1,9 @@
 //! The [`Tracer`] that turns a traced forward pass into a [`Report`].
 
-use kiln_layers::trace::{cost, Count, Node, OpCost, Spatial, Trace, Tracer};
+use kiln_layers::trace::{Count, Node, OpCost, Spatial, Trace, Tracer, cost};
 
-use crate::report::{Conventions, Layer, Report, Rf, Status, Total};
 use crate::AnalyzeError;
+use crate::report::{Conventions, Layer, Report, Rf, Status, Total};
 
 const F32_BYTES: u64 = 4;
 
@@ -24,7 +24,6 @@ struct RfState {
 
 #[derive(Clone, Debug)]
 struct NodeInfo {
-
     rf: RfState,
     /// Storage this tensor lives in (views share their source's storage).
     storage: usize,
@@ -67,7 +66,13 @@ impl Analyzer {
     /// Declares a model input of the given shape (batch first).
     pub fn input(&mut self, shape: Vec<usize>) -> Node {
         let spatial = shape.len().saturating_sub(2);
-        let rf = RfState { rf: vec![1.0; spatial], jump: vec![1.0; spatial], pad: vec![0.0; spatial], global: false, unknown: false };
+        let rf = RfState {
+            rf: vec![1.0; spatial],
+            jump: vec![1.0; spatial],
+            pad: vec![0.0; spatial],
+            global: false,
+            unknown: false,
+        };
         let id = self.push_node(shape.clone(), rf, None);
         self.inputs.push(id);
         Node { id, shape }
@@ -319,8 +324,6 @@ pub fn analyze<M: Trace + ?Sized>(model: &M, name: &str, input: &[usize]) -> Res
     }
     let mut a = Analyzer::new();
     let x = a.input(input.to_vec());
-    let out = model
-        .trace(&mut a, x)
-        .map_err(|source| AnalyzeError::Trace { input: input.to_vec(), source })?;
+    let out = model.trace(&mut a, x).map_err(|source| AnalyzeError::Trace { input: input.to_vec(), source })?;
     Ok(a.finish(name, input.to_vec(), &out))
 }

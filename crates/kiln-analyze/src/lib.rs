@@ -17,8 +17,8 @@
 mod analyzer;
 mod report;
 
-pub use analyzer::{analyze, Analyzer};
-pub use report::{thousands, Conventions, Layer, Report, Rf, Status, Total};
+pub use analyzer::{Analyzer, analyze};
+pub use report::{Conventions, Layer, Report, Rf, Status, Total, thousands};
 
 /// Why an analysis failed.
 #[derive(Debug, thiserror::Error)]

@@ -236,7 +236,11 @@ impl Report {
                 .enumerate()
                 .map(|(i, v)| {
                     let pad = widths[i] - v.chars().count();
-                    if (3..=7).contains(&i) { format!("{}{}", " ".repeat(pad), v) } else { format!("{}{}", v, " ".repeat(pad)) }
+                    if (3..=7).contains(&i) {
+                        format!("{}{}", " ".repeat(pad), v)
+                    } else {
+                        format!("{}{}", v, " ".repeat(pad))
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("  ")
@@ -273,7 +277,9 @@ impl Report {
         );
         s += &match t.status {
             Status::Complete => "Status:                 complete\n".to_string(),
-            Status::Partial => format!("Status:                 partial (no formula for: {})\n", t.partial_ops.join(", ")),
+            Status::Partial => {
+                format!("Status:                 partial (no formula for: {})\n", t.partial_ops.join(", "))
+            }
         };
         s += "Conventions:\n";
         s += &format!("  MACs:  {}\n", self.conventions.macs);

@@ -2,8 +2,8 @@
 
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::tensor::Device;
-use kiln_analyze::{analyze, Rf, Status};
-use kiln_layers::trace::{ops, trace_in, Node, Trace, TraceError, Tracer};
+use kiln_analyze::{Rf, Status, analyze};
+use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, trace_in};
 use kiln_layers::{ActKind, ConvBnAct, ConvBnActConfig, DepthwiseSeparableConfig, UpsampleConfig, UpsampleMode};
 
 fn conv(cin: usize, cout: usize, dilation: usize, device: &Device) -> ConvBnAct {
@@ -144,10 +144,21 @@ fn json_schema_fields() {
     let m = vec![conv(3, 8, 1, &device)];
     let r = analyze(&m, "one", &[1, 3, 8, 8]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
-    for k in ["params", "buffers", "macs", "flops", "weight_bytes", "peak_activation_bytes", "receptive_field", "effective_stride", "status"] {
+    for k in [
+        "params",
+        "buffers",
+        "macs",
+        "flops",
+        "weight_bytes",
+        "peak_activation_bytes",
+        "receptive_field",
+        "effective_stride",
+        "status",
+    ] {
         assert!(!v["total"][k].is_null(), "total.{k}");
     }
-    for k in ["name", "op", "output_shape", "params", "macs", "flops", "receptive_field", "effective_stride", "status"] {
+    for k in ["name", "op", "output_shape", "params", "macs", "flops", "receptive_field", "effective_stride", "status"]
+    {
         assert!(!v["layers"][0][k].is_null(), "layers[0].{k}");
     }
     assert_eq!(v["input"], serde_json::json!([1, 3, 8, 8]));

@@ -152,7 +152,8 @@ struct AnalyzeArgs {
 
 /// Parses `3x224x224` (also `3,224,224` or `224`).
 pub fn parse_shape(s: &str) -> Result<Vec<usize>, CliError> {
-    let bad = || CliError::Usage(format!("bad shape '{s}': expected positive integers separated by 'x', e.g. 3x224x224"));
+    let bad =
+        || CliError::Usage(format!("bad shape '{s}': expected positive integers separated by 'x', e.g. 3x224x224"));
     let dims: Vec<usize> = s
         .split(['x', 'X', ',', '*'])
         .map(|p| p.trim().parse::<usize>().map_err(|_| bad()))
@@ -196,12 +197,21 @@ fn run_run(registry: &Registry, r: &RunArgs) -> Result<String, CliError> {
     registry.get(&r.model).map_err(|e| CliError::Usage(e.to_string()))?;
     let input = kiln_models::npy::read(&r.input).map_err(|e| CliError::Usage(e.to_string()))?;
     let options = ModelOptions { num_classes: r.num_classes, width_mult: r.width_mult, ..Default::default() };
-    let out = kiln_models::weights::run_pretrained(registry, &r.model, &options, &r.weights, &input, &device).map_err(|e| match e {
-        RunError::Zoo(_) | RunError::Shape { .. } => CliError::Usage(e.to_string()),
-        _ => CliError::Failed(e.to_string()),
-    })?;
+    let out = kiln_models::weights::run_pretrained(registry, &r.model, &options, &r.weights, &input, &device).map_err(
+        |e| match e {
+            RunError::Zoo(_) | RunError::Shape { .. } => CliError::Usage(e.to_string()),
+            _ => CliError::Failed(e.to_string()),
+        },
+    )?;
     kiln_models::npy::write(&r.output, &out).map_err(|e| CliError::Failed(e.to_string()))?;
-    Ok(format!("{}: {:?} -> {:?} written to {} ({})", r.model, input.shape, out.shape, r.output.display(), r.backend.name()))
+    Ok(format!(
+        "{}: {:?} -> {:?} written to {} ({})",
+        r.model,
+        input.shape,
+        out.shape,
+        r.output.display(),
+        r.backend.name()
+    ))
 }
 
 /// `analyze` as a function: the text it would print. Library users get the same reports from
@@ -262,7 +272,11 @@ pub fn analyze_model(
 struct TraceBox(Box<dyn kiln_models::ZooModel>);
 
 impl kiln_layers::Trace for TraceBox {
-    fn trace(&self, t: &mut dyn kiln_layers::Tracer, x: kiln_layers::Node) -> Result<kiln_layers::Node, kiln_layers::TraceError> {
+    fn trace(
+        &self,
+        t: &mut dyn kiln_layers::Tracer,
+        x: kiln_layers::Node,
+    ) -> Result<kiln_layers::Node, kiln_layers::TraceError> {
         self.0.trace(t, x)
     }
 }
@@ -328,7 +342,11 @@ fn compare_table(reports: &[Report]) -> String {
         cells
             .iter()
             .enumerate()
-            .map(|(i, c)| if i < 2 { format!("{c:<width$}", width = w[i]) } else { format!("{c:>width$}", width = w[i]) })
+            .map(
+                |(i, c)| {
+                    if i < 2 { format!("{c:<width$}", width = w[i]) } else { format!("{c:>width$}", width = w[i]) }
+                },
+            )
             .collect::<Vec<_>>()
             .join("  ")
     };

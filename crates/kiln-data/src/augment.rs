@@ -393,7 +393,9 @@ impl std::fmt::Display for AugOp {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AugmentError {
     /// A name that is not an op.
-    #[error("unknown augmentation {name:?} in {spec:?}; known: flip[:p], crop:pad, rotate:deg, shear:s, elastic:alpha:sigma, jitter:b[:c[:s]]")]
+    #[error(
+        "unknown augmentation {name:?} in {spec:?}; known: flip[:p], crop:pad, rotate:deg, shear:s, elastic:alpha:sigma, jitter:b[:c[:s]]"
+    )]
     Unknown {
         /// The unknown name.
         name: String,

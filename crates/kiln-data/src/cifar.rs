@@ -94,10 +94,6 @@ pub fn read_cifar10_dir(dir: &Path) -> Result<(ImageDataset, Option<ImageDataset
     let files: Vec<PathBuf> = train_files.into_iter().map(|(_, p)| p).collect();
     let train = read_cifar10_files(&files, names.clone(), Split::Train)?;
     let test_path = root.join("test_batch.bin");
-    let test = if test_path.is_file() {
-        Some(read_cifar10_files(&[test_path], names, Split::Test)?)
-    } else {
-        None
-    };
+    let test = if test_path.is_file() { Some(read_cifar10_files(&[test_path], names, Split::Test)?) } else { None };
     Ok((train, test))
 }

@@ -278,11 +278,8 @@ impl ImageDataset {
         }
         let n = (self.len() * hw) as f64;
         let mean: Vec<f64> = sum.iter().map(|s| if n > 0.0 { s / n } else { 0.0 }).collect();
-        let std = sq
-            .iter()
-            .zip(&mean)
-            .map(|(s2, m)| if n > 0.0 { (s2 / n - m * m).max(0.0).sqrt() } else { 0.0 })
-            .collect();
+        let std =
+            sq.iter().zip(&mean).map(|(s2, m)| if n > 0.0 { (s2 / n - m * m).max(0.0).sqrt() } else { 0.0 }).collect();
         (mean, std)
     }
 

@@ -75,13 +75,12 @@ pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usiz
             reason: format!("IDX header gives images of {rows}x{cols} pixels"),
         });
     }
-    let expected = n
-        .checked_mul(rows)
-        .and_then(|v| v.checked_mul(cols))
-        .and_then(|v| v.checked_add(16))
-        .ok_or_else(|| DataError::Decode {
-            path: path.to_path_buf(),
-            reason: format!("IDX header gives an impossible size {n} x {rows} x {cols}"),
+    let expected =
+        n.checked_mul(rows).and_then(|v| v.checked_mul(cols)).and_then(|v| v.checked_add(16)).ok_or_else(|| {
+            DataError::Decode {
+                path: path.to_path_buf(),
+                reason: format!("IDX header gives an impossible size {n} x {rows} x {cols}"),
+            }
         })?;
     check_len(path, expected, bytes.len())?;
     Ok((n, rows, cols, bytes[16..].to_vec()))
@@ -118,12 +117,7 @@ pub fn parse_idx_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
 ///
 /// The result has `C = 1`, `H = rows`, `W = cols` and classes `"0"..` up to `num_classes`
 /// (pass `None` to use the largest label + 1).
-pub fn read_idx_pair(
-    images: &Path,
-    labels: &Path,
-    num_classes: Option<usize>,
-    split: Split,
-) -> Result<ImageDataset> {
+pub fn read_idx_pair(images: &Path, labels: &Path, num_classes: Option<usize>, split: Split) -> Result<ImageDataset> {
     let (n, rows, cols, pixels) = parse_idx_images(images, &read_maybe_gz(images)?)?;
     let lab = parse_idx_labels(labels, &read_maybe_gz(labels)?)?;
     if lab.len() != n {

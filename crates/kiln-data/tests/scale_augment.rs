@@ -106,7 +106,13 @@ fn scaler_json_round_trip() {
     assert_eq!(Scaler::load(&path).unwrap(), s);
     assert_eq!(Scaler::from_json(r#"{"kind":"log1p"}"#).unwrap(), Scaler::Log1p);
     assert!(Scaler::from_json(r#"{"kind":"cube"}"#).is_err());
-    for (name, k) in [("zscore", ScaleKind::ZScore), ("minmax", ScaleKind::MinMax), ("log", ScaleKind::Log1p), ("exp", ScaleKind::OneMinusExp), ("none", ScaleKind::Identity)] {
+    for (name, k) in [
+        ("zscore", ScaleKind::ZScore),
+        ("minmax", ScaleKind::MinMax),
+        ("log", ScaleKind::Log1p),
+        ("exp", ScaleKind::OneMinusExp),
+        ("none", ScaleKind::Identity),
+    ] {
         assert_eq!(name.parse::<ScaleKind>().unwrap(), k);
         assert_eq!(k.to_string(), name);
     }

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation as act;
 
-use crate::trace::{cost, Node, Trace, TraceError, Tracer};
+use crate::trace::{Node, Trace, TraceError, Tracer, cost};
 
 /// Which activation. The PyTorch twin of each variant is given on it.
 #[derive(Config, Debug, Copy, PartialEq)]

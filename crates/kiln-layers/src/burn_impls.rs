@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d, PixelUnshuffle};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use crate::trace::{cost, Node, OpCost, Spatial, Trace, TraceError, Tracer};
+use crate::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, cost};
 
 /// The param ids of a module's float tensors (params and running states), in visit order.
 pub fn float_ids<M: Module>(m: &M) -> Vec<u64> {
@@ -108,7 +108,8 @@ impl Trace for ConvTranspose2d {
         x.expect_channels("ConvTranspose2d", w[0])?;
         let size = |i: usize| -> Result<usize, TraceError> {
             let n = x.shape[2 + i];
-            let full = (n - 1) * self.stride[i] + self.dilation[i] * (self.kernel_size[i] - 1) + self.padding_out[i] + 1;
+            let full =
+                (n - 1) * self.stride[i] + self.dilation[i] * (self.kernel_size[i] - 1) + self.padding_out[i] + 1;
             full.checked_sub(2 * self.padding[i]).filter(|&v| v > 0).ok_or_else(|| TraceError::Invalid {
                 op: "ConvTranspose2d".into(),
                 reason: format!("padding {:?} is too large for input {:?}", self.padding, x.shape),

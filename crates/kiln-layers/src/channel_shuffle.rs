@@ -62,7 +62,10 @@ mod tests {
     #[test]
     fn interleaves_channels() {
         let device = Device::flex();
-        let x = Tensor::<4>::from_data(TensorData::new((0..6).map(|v| v as f32).collect::<Vec<_>>(), [1, 6, 1, 1]), &device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new((0..6).map(|v| v as f32).collect::<Vec<_>>(), [1, 6, 1, 1]),
+            &device,
+        );
         let y = ChannelShuffleConfig::new(2).init().forward(x.clone()).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(y, vec![0., 3., 1., 4., 2., 5.]);
         let y = ChannelShuffleConfig::new(3).init().forward(x).into_data().try_to_vec::<f32>().unwrap();

@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
 use crate::activation::{Act, ActKind};
-use crate::trace::{trace_in, Node, Trace, TraceError, Tracer};
+use crate::trace::{Node, Trace, TraceError, Tracer, trace_in};
 
 /// Configuration of a [`ConvBnAct`].
 #[derive(Config, Debug)]
@@ -131,10 +131,7 @@ pub fn fold_bn_into_conv(mut conv: Conv2d, bn: &BatchNorm) -> Conv2d {
     let w = conv.weight.val();
     let [c_out, _, _, _] = w.dims();
     let device = w.device();
-    let scale = bn
-        .gamma
-        .val()
-        .div(bn.running_var.value().to_device(&device).add_scalar(bn.epsilon).sqrt());
+    let scale = bn.gamma.val().div(bn.running_var.value().to_device(&device).add_scalar(bn.epsilon).sqrt());
     let mean = bn.running_mean.value().to_device(&device);
     let bias = match &conv.bias {
         Some(b) => b.val(),

@@ -2,13 +2,13 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
 use crate::activation::{Act, ActKind};
 use crate::conv_bn_act::ConvBnActConfig;
-use crate::trace::{ops, trace_in, Node, Trace, TraceError, Tracer};
+use crate::trace::{Node, Trace, TraceError, Tracer, ops, trace_in};
 
 /// Configuration of a [`DepthwiseSeparable`].
 #[derive(Config, Debug)]

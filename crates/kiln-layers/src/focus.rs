@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::activation::ActKind;
 use crate::conv_bn_act::{ConvBnAct, ConvBnActConfig};
-use crate::trace::{trace_in, Node, OpCost, Spatial, Trace, TraceError, Tracer};
+use crate::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, trace_in};
 
 /// Space-to-depth by 2 in YOLOv5's order: the output channels are the four pixel offsets
 /// `(row, col) = (0,0), (1,0), (0,1), (1,1)` concatenated, each holding all input channels —
@@ -19,9 +19,7 @@ use crate::trace::{trace_in, Node, OpCost, Spatial, Trace, TraceError, Tracer};
 pub fn space_to_depth(x: Tensor<4>) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     // [N, C, H/2, dy, W/2, dx] -> [N, dx, dy, C, H/2, W/2]: channel = (dx*2 + dy) * C + c
-    x.reshape([n, c, h / 2, 2, w / 2, 2])
-        .permute([0, 5, 3, 1, 2, 4])
-        .reshape([n, 4 * c, h / 2, w / 2])
+    x.reshape([n, c, h / 2, 2, w / 2, 2]).permute([0, 5, 3, 1, 2, 4]).reshape([n, 4 * c, h / 2, w / 2])
 }
 
 /// Traces [`space_to_depth`].
@@ -99,7 +97,10 @@ mod tests {
     fn yolov5_offset_order() {
         let device = Device::flex();
         // One channel, 4x4, values 0..16 row-major.
-        let x = Tensor::<4>::from_data(TensorData::new((0..16).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 4, 4]), &device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new((0..16).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 4, 4]),
+            &device,
+        );
         let y = space_to_depth(x).into_data().try_to_vec::<f32>().unwrap();
         // x[::2, ::2] = 0 2 8 10; x[1::2, ::2] = 4 6 12 14; x[::2, 1::2] = 1 3 9 11; x[1::2, 1::2] = 5 7 13 15
         assert_eq!(y, vec![0., 2., 8., 10., 4., 6., 12., 14., 1., 3., 9., 11., 5., 7., 13., 15.]);
@@ -108,7 +109,10 @@ mod tests {
     #[test]
     fn multi_channel_groups_by_offset() {
         let device = Device::flex();
-        let x = Tensor::<4>::from_data(TensorData::new((0..8).map(|v| v as f32).collect::<Vec<_>>(), [1, 2, 2, 2]), &device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new((0..8).map(|v| v as f32).collect::<Vec<_>>(), [1, 2, 2, 2]),
+            &device,
+        );
         let y = space_to_depth(x).into_data().try_to_vec::<f32>().unwrap();
         // offset (0,0): c0=0, c1=4; (1,0): 2, 6; (0,1): 1, 5; (1,1): 3, 7
         assert_eq!(y, vec![0., 4., 2., 6., 1., 5., 3., 7.]);

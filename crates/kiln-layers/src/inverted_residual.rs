@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use crate::activation::ActKind;
 use crate::conv_bn_act::{ConvBnAct, ConvBnActConfig};
 use crate::squeeze_excite::{SqueezeExcite, SqueezeExciteConfig};
-use crate::trace::{ops, scoped, trace_in, Node, Trace, TraceError, Tracer};
+use crate::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 
 /// Which torchvision definition the block's child names follow.
 #[derive(Config, Debug, Copy, PartialEq)]
@@ -62,11 +62,11 @@ pub struct InvertedResidualConfig {
 impl InvertedResidualConfig {
     /// Initializes the block.
     pub fn init(&self, device: &Device) -> InvertedResidual {
-        let cba = |cin, cout| {
-            ConvBnActConfig::new(cin, cout).with_bn_eps(self.bn_eps).with_bn_momentum(self.bn_momentum)
-        };
+        let cba =
+            |cin, cout| ConvBnActConfig::new(cin, cout).with_bn_eps(self.bn_eps).with_bn_momentum(self.bn_momentum);
         let e = self.expanded_channels;
-        let expand = (e != self.in_channels).then(|| cba(self.in_channels, e).with_kernel_size(1).with_act(self.act).init(device));
+        let expand = (e != self.in_channels)
+            .then(|| cba(self.in_channels, e).with_kernel_size(1).with_act(self.act).init(device));
         let dw = cba(e, e)
             .with_kernel_size(self.kernel_size)
             .with_stride(self.stride)
@@ -184,7 +184,8 @@ mod tests {
     fn zero_projection_makes_the_block_an_identity() {
         // With the projection's BN gamma and beta at 0 the branch outputs 0, so y == x exactly.
         let device = Device::flex();
-        let mut m = InvertedResidualConfig::new(8, 24, 8).with_se_channels(Some(8)).with_style(IrStyle::V3).init(&device);
+        let mut m =
+            InvertedResidualConfig::new(8, 24, 8).with_se_channels(Some(8)).with_style(IrStyle::V3).init(&device);
         let bn = m.project.bn.as_mut().unwrap();
         bn.gamma = burn::module::Param::from_tensor(Tensor::zeros([8], &device));
         let x = Tensor::<4>::random([2, 8, 6, 6], Distribution::Default, &device);

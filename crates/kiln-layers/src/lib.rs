@@ -26,9 +26,9 @@ pub mod upsample;
 
 pub use activation::{Act, ActKind};
 pub use channel_shuffle::{ChannelShuffle, ChannelShuffleConfig};
-pub use conv_bn_act::{fold_bn_into_conv, ConvBnAct, ConvBnActConfig};
+pub use conv_bn_act::{ConvBnAct, ConvBnActConfig, fold_bn_into_conv};
 pub use depthwise_separable::{DepthwiseSeparable, DepthwiseSeparableConfig};
-pub use focus::{space_to_depth, Focus, FocusConfig};
+pub use focus::{Focus, FocusConfig, space_to_depth};
 pub use inverted_residual::{InvertedResidual, InvertedResidualConfig, IrStyle};
 pub use max_unpool::{MaxPoolWithIndices, MaxPoolWithIndicesConfig, MaxUnpool2d, MaxUnpool2dConfig};
 pub use shortcut::{Add, Concat};

@@ -6,7 +6,7 @@ use burn::tensor::module::max_pool2d_with_indices;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-use crate::trace::{cost, Node, OpCost, Spatial, Trace, TraceError, Tracer};
+use crate::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, cost};
 
 /// Configuration of a [`MaxPoolWithIndices`].
 #[derive(Config, Debug)]
@@ -55,7 +55,17 @@ impl MaxPoolWithIndices {
 impl Trace for MaxPoolWithIndices {
     fn trace(&self, t: &mut dyn Tracer, x: Node) -> Result<Node, TraceError> {
         x.expect_rank("MaxPool2d", 4)?;
-        let o = |i: usize| cost::window_out("MaxPool2d", x.shape[2 + i], self.kernel_size[i], self.stride[i], 2 * self.padding[i], 1, false);
+        let o = |i: usize| {
+            cost::window_out(
+                "MaxPool2d",
+                x.shape[2 + i],
+                self.kernel_size[i],
+                self.stride[i],
+                2 * self.padding[i],
+                1,
+                false,
+            )
+        };
         let out = vec![x.shape[0], x.shape[1], o(0)?, o(1)?];
         let numel: u64 = out.iter().map(|&d| d as u64).product();
         let k = (self.kernel_size[0] * self.kernel_size[1]) as u64;
@@ -130,7 +140,12 @@ impl MaxUnpool2d {
 
     /// Traces the unpooling of `x` (whose indices came from `pooled_from`, the tensor that was
     /// pooled) to `output_size`.
-    pub fn trace_unpool(&self, t: &mut dyn Tracer, x: Node, output_size: Option<[usize; 2]>) -> Result<Node, TraceError> {
+    pub fn trace_unpool(
+        &self,
+        t: &mut dyn Tracer,
+        x: Node,
+        output_size: Option<[usize; 2]>,
+    ) -> Result<Node, TraceError> {
         x.expect_rank("MaxUnpool2d", 4)?;
         let [oh, ow] = output_size.unwrap_or_else(|| self.default_output_size([x.shape[2], x.shape[3]]));
         let out = vec![x.shape[0], x.shape[1], oh, ow];
@@ -188,7 +203,8 @@ mod tests {
     #[test]
     fn unpool_is_differentiable() {
         let device = Device::flex().autodiff();
-        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 3.0, 2.0, 0.0], [1, 1, 2, 2]), &device).require_grad();
+        let x =
+            Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 3.0, 2.0, 0.0], [1, 1, 2, 2]), &device).require_grad();
         let (p, idx) = MaxPoolWithIndicesConfig::new([2, 2], [2, 2]).init().forward(x.clone());
         let up = MaxUnpool2dConfig::new([2, 2], [2, 2]).init().forward(p, idx, None);
         let grads = up.mul_scalar(2.0).sum().backward();

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use crate::trace::{ops, Node, TraceError, Tracer};
+use crate::trace::{Node, TraceError, Tracer, ops};
 
 /// Element-wise sum of same-shape tensors.
 ///

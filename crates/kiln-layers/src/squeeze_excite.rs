@@ -7,7 +7,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use crate::activation::{Act, ActKind};
-use crate::trace::{ops, trace_in, Node, Trace, TraceError, Tracer};
+use crate::trace::{Node, Trace, TraceError, Tracer, ops, trace_in};
 
 /// Configuration of a [`SqueezeExcite`].
 #[derive(Config, Debug)]

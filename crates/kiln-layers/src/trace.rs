@@ -42,11 +42,7 @@ impl Node {
         if self.rank() == rank {
             Ok(())
         } else {
-            Err(TraceError::Rank {
-                op: op.to_string(),
-                expected: rank,
-                shape: self.shape.clone(),
-            })
+            Err(TraceError::Rank { op: op.to_string(), expected: rank, shape: self.shape.clone() })
         }
     }
 
@@ -55,11 +51,7 @@ impl Node {
         if self.channels() == Some(channels) {
             Ok(())
         } else {
-            Err(TraceError::Channels {
-                op: op.to_string(),
-                expected: channels,
-                shape: self.shape.clone(),
-            })
+            Err(TraceError::Channels { op: op.to_string(), expected: channels, shape: self.shape.clone() })
         }
     }
 }
@@ -249,12 +241,7 @@ pub fn scoped<R>(t: &mut dyn Tracer, name: &str, f: impl FnOnce(&mut dyn Tracer)
 }
 
 /// Traces `module` inside the named scope.
-pub fn trace_in<M: Trace + ?Sized>(
-    t: &mut dyn Tracer,
-    name: &str,
-    module: &M,
-    x: Node,
-) -> Result<Node, TraceError> {
+pub fn trace_in<M: Trace + ?Sized>(t: &mut dyn Tracer, name: &str, module: &M, x: Node) -> Result<Node, TraceError> {
     scoped(t, name, |t| module.trace(t, x))
 }
 
@@ -330,10 +317,9 @@ impl fmt::Display for TraceError {
             TraceError::Rank { op, expected, shape } => {
                 write!(f, "{op} expects a rank-{expected} input, got shape {shape:?}")
             }
-            TraceError::Channels { op, expected, shape } => write!(
-                f,
-                "{op} expects {expected} input channels, got shape {shape:?} (channels are dimension 1)"
-            ),
+            TraceError::Channels { op, expected, shape } => {
+                write!(f, "{op} expects {expected} input channels, got shape {shape:?} (channels are dimension 1)")
+            }
             TraceError::Mismatch { op, shapes } => {
                 write!(f, "{op} got inputs of incompatible shapes {shapes:?}")
             }
@@ -398,7 +384,12 @@ pub mod cost {
     }
 
     /// Transposed convolution. `weight` is `[C_in, C_out/groups, k...]`.
-    pub fn conv_transpose(weight: &[usize], bias_len: Option<usize>, in_shape: &[usize], out_shape: &[usize]) -> (u64, u64, u64) {
+    pub fn conv_transpose(
+        weight: &[usize],
+        bias_len: Option<usize>,
+        in_shape: &[usize],
+        out_shape: &[usize],
+    ) -> (u64, u64, u64) {
         let params = prod(weight) + bias_len.unwrap_or(0) as u64;
         let macs = prod(in_shape) * prod(&weight[1..]);
         let flops = 2 * macs + if bias_len.is_some() { prod(out_shape) } else { 0 };
@@ -434,8 +425,7 @@ pub mod ops {
 
     /// Element-wise product; `b` may broadcast over spatial dims (`[N, C, 1, 1]` gates).
     pub fn mul(t: &mut dyn Tracer, name: Option<&str>, a: &Node, b: &Node) -> Result<Node, TraceError> {
-        let ok = a.rank() == b.rank()
-            && a.shape.iter().zip(&b.shape).all(|(&x, &y)| x == y || y == 1);
+        let ok = a.rank() == b.rank() && a.shape.iter().zip(&b.shape).all(|(&x, &y)| x == y || y == 1);
         if !ok {
             return Err(TraceError::Mismatch { op: "Mul".into(), shapes: vec![a.shape.clone(), b.shape.clone()] });
         }
@@ -444,17 +434,24 @@ pub mod ops {
 
     /// Concatenation along `dim` (dense / concat shortcut).
     pub fn concat(t: &mut dyn Tracer, name: Option<&str>, inputs: &[&Node], dim: usize) -> Result<Node, TraceError> {
-        let first = inputs.first().ok_or_else(|| TraceError::Invalid { op: "Concat".into(), reason: "no inputs".into() })?;
+        let first =
+            inputs.first().ok_or_else(|| TraceError::Invalid { op: "Concat".into(), reason: "no inputs".into() })?;
         let mut out = first.shape.clone();
         if dim >= out.len() {
-            return Err(TraceError::Invalid { op: "Concat".into(), reason: format!("dim {dim} out of range for {:?}", out) });
+            return Err(TraceError::Invalid {
+                op: "Concat".into(),
+                reason: format!("dim {dim} out of range for {:?}", out),
+            });
         }
         out[dim] = 0;
         for n in inputs {
             let compatible = n.rank() == first.rank()
                 && n.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == dim || a == b);
             if !compatible {
-                return Err(TraceError::Mismatch { op: "Concat".into(), shapes: inputs.iter().map(|n| n.shape.clone()).collect() });
+                return Err(TraceError::Mismatch {
+                    op: "Concat".into(),
+                    shapes: inputs.iter().map(|n| n.shape.clone()).collect(),
+                });
             }
             out[dim] += n.shape[dim];
         }
@@ -462,9 +459,19 @@ pub mod ops {
     }
 
     /// A slice `start..start+len` along `dim` (channel split); a view.
-    pub fn narrow(t: &mut dyn Tracer, name: Option<&str>, x: &Node, dim: usize, start: usize, len: usize) -> Result<Node, TraceError> {
+    pub fn narrow(
+        t: &mut dyn Tracer,
+        name: Option<&str>,
+        x: &Node,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Node, TraceError> {
         if dim >= x.rank() || start + len > x.shape[dim] {
-            return Err(TraceError::Invalid { op: "Narrow".into(), reason: format!("slice {start}..{} of dim {dim} out of range for {:?}", start + len, x.shape) });
+            return Err(TraceError::Invalid {
+                op: "Narrow".into(),
+                reason: format!("slice {start}..{} of dim {dim} out of range for {:?}", start + len, x.shape),
+            });
         }
         let mut out = x.shape.clone();
         out[dim] = len;
@@ -485,7 +492,12 @@ pub mod ops {
     }
 
     /// Global average pooling to `[N, C, 1, 1]` (or `[N, C]` when `keep_dims` is false).
-    pub fn global_avg_pool(t: &mut dyn Tracer, name: Option<&str>, x: &Node, keep_dims: bool) -> Result<Node, TraceError> {
+    pub fn global_avg_pool(
+        t: &mut dyn Tracer,
+        name: Option<&str>,
+        x: &Node,
+        keep_dims: bool,
+    ) -> Result<Node, TraceError> {
         if x.rank() < 3 {
             return Err(TraceError::Rank { op: "GlobalAvgPool".into(), expected: 4, shape: x.shape.clone() });
         }
@@ -499,7 +511,10 @@ pub mod ops {
 
 fn same_shapes(op: &str, inputs: &[&Node]) -> Result<(), TraceError> {
     if inputs.len() < 2 || inputs.iter().any(|n| n.shape != inputs[0].shape) {
-        return Err(TraceError::Mismatch { op: op.to_string(), shapes: inputs.iter().map(|n| n.shape.clone()).collect() });
+        return Err(TraceError::Mismatch {
+            op: op.to_string(),
+            shapes: inputs.iter().map(|n| n.shape.clone()).collect(),
+        });
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::Tensor;
 
 use crate::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer};
 
@@ -72,7 +72,9 @@ impl Upsample {
         let err = |reason: String| TraceError::Invalid { op: "Upsample".into(), reason };
         match (&self.size, self.scale_factor) {
             (Some(s), None) if s.len() == input.len() => Ok(s.clone()),
-            (Some(s), None) => Err(err(format!("size {s:?} has {} dims, input has {} spatial dims", s.len(), input.len()))),
+            (Some(s), None) => {
+                Err(err(format!("size {s:?} has {} dims, input has {} spatial dims", s.len(), input.len())))
+            }
             (None, Some(f)) if f > 0.0 => Ok(input.iter().map(|&d| (d as f64 * f).floor() as usize).collect()),
             _ => Err(err("set exactly one of scale_factor (> 0) or size".into())),
         }
@@ -189,7 +191,8 @@ mod tests {
             }
         }
         let x = Tensor::<5>::from_data(TensorData::new(v, [1, 1, 2, 2, 2]), &device);
-        let up = UpsampleConfig::new(UpsampleMode::Trilinear).with_size(Some(vec![3, 3, 3])).with_align_corners(true).init();
+        let up =
+            UpsampleConfig::new(UpsampleMode::Trilinear).with_size(Some(vec![3, 3, 3])).with_align_corners(true).init();
         let y = up.forward3d(x);
         assert_eq!(y.dims(), [1, 1, 3, 3, 3]);
         let mut expect = vec![];

@@ -23,11 +23,7 @@ use crate::{MetricsError, read_f32, read_i64, to_classes};
 /// are empty.
 pub fn accuracy(predictions: &[usize], targets: &[usize]) -> Result<f64, MetricsError> {
     check_pairs(predictions.len(), targets.len())?;
-    let correct = predictions
-        .iter()
-        .zip(targets)
-        .filter(|(p, t)| p == t)
-        .count();
+    let correct = predictions.iter().zip(targets).filter(|(p, t)| p == t).count();
     Ok(correct as f64 / targets.len() as f64)
 }
 
@@ -61,34 +57,20 @@ pub fn argmax_rows(scores: &[f32], num_classes: usize) -> Result<Vec<usize>, Met
 /// [`MetricsError::InvalidArgument`] for `k == 0` or a matrix that is not `targets.len()` rows
 /// of `num_classes`, [`MetricsError::LabelOutOfRange`] for a label `>= num_classes`,
 /// [`MetricsError::Empty`] for no samples.
-pub fn top_k_accuracy(
-    scores: &[f32],
-    num_classes: usize,
-    targets: &[usize],
-    k: usize,
-) -> Result<f64, MetricsError> {
+pub fn top_k_accuracy(scores: &[f32], num_classes: usize, targets: &[usize], k: usize) -> Result<f64, MetricsError> {
     if k == 0 {
-        return Err(MetricsError::InvalidArgument(
-            "top-k accuracy needs k >= 1".into(),
-        ));
+        return Err(MetricsError::InvalidArgument("top-k accuracy needs k >= 1".into()));
     }
     check_matrix(scores.len(), num_classes)?;
     check_pairs(scores.len() / num_classes, targets.len())?;
     let mut correct = 0usize;
     for (row, &t) in scores.chunks_exact(num_classes).zip(targets) {
         if t >= num_classes {
-            return Err(MetricsError::LabelOutOfRange {
-                label: t as i64,
-                num_classes,
-            });
+            return Err(MetricsError::LabelOutOfRange { label: t as i64, num_classes });
         }
         let st = row[t];
         // Rank of the label: classes with a strictly higher score, plus lower-indexed ties.
-        let rank = row
-            .iter()
-            .enumerate()
-            .filter(|&(j, &s)| rank_above(s, st) || (j < t && s == st))
-            .count();
+        let rank = row.iter().enumerate().filter(|&(j, &s)| rank_above(s, st) || (j < t && s == st)).count();
         if rank < k {
             correct += 1;
         }
@@ -106,10 +88,7 @@ fn rank_above(s: f32, st: f32) -> bool {
 /// # Errors
 /// As [`accuracy`], plus [`MetricsError::LabelOutOfRange`] for a label outside `0..C` and
 /// [`MetricsError::TensorRead`] if the tensors cannot be read back.
-pub fn accuracy_from_logits(
-    logits: &Tensor<2>,
-    targets: &Tensor<1, Int>,
-) -> Result<f64, MetricsError> {
+pub fn accuracy_from_logits(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Result<f64, MetricsError> {
     let (scores, num_classes, targets) = read_logits(logits, targets)?;
     let predictions = argmax_rows(&scores, num_classes)?;
     accuracy(&predictions, &targets)
@@ -119,27 +98,18 @@ pub fn accuracy_from_logits(
 ///
 /// # Errors
 /// As [`top_k_accuracy`], plus [`MetricsError::TensorRead`].
-pub fn top_k_accuracy_from_logits(
-    logits: &Tensor<2>,
-    targets: &Tensor<1, Int>,
-    k: usize,
-) -> Result<f64, MetricsError> {
+pub fn top_k_accuracy_from_logits(logits: &Tensor<2>, targets: &Tensor<1, Int>, k: usize) -> Result<f64, MetricsError> {
     let (scores, num_classes, targets) = read_logits(logits, targets)?;
     top_k_accuracy(&scores, num_classes, &targets, k)
 }
 
 /// Reads logits `[N, C]` and labels `[N]` to the host, checking the labels' range.
-fn read_logits(
-    logits: &Tensor<2>,
-    targets: &Tensor<1, Int>,
-) -> Result<(Vec<f32>, usize, Vec<usize>), MetricsError> {
+fn read_logits(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Result<(Vec<f32>, usize, Vec<usize>), MetricsError> {
     let [n, c] = logits.dims();
     let [nt] = targets.dims();
     check_pairs(n, nt)?;
     if c == 0 {
-        return Err(MetricsError::InvalidArgument(
-            "logits have zero classes".into(),
-        ));
+        return Err(MetricsError::InvalidArgument("logits have zero classes".into()));
     }
     let scores = read_f32(logits)?;
     let targets = to_classes(&read_i64(targets)?, c)?;
@@ -148,11 +118,7 @@ fn read_logits(
 
 fn check_pairs(predictions: usize, targets: usize) -> Result<(), MetricsError> {
     if predictions != targets {
-        return Err(MetricsError::LengthMismatch {
-            what: "predictions",
-            expected: targets,
-            got: predictions,
-        });
+        return Err(MetricsError::LengthMismatch { what: "predictions", expected: targets, got: predictions });
     }
     if targets == 0 {
         return Err(MetricsError::Empty("no samples"));
@@ -170,19 +136,11 @@ fn check_matrix(len: usize, num_classes: usize) -> Result<(), MetricsError> {
 }
 
 fn ratio(num: u64, den: u64) -> f64 {
-    if den == 0 {
-        0.0
-    } else {
-        num as f64 / den as f64
-    }
+    if den == 0 { 0.0 } else { num as f64 / den as f64 }
 }
 
 fn f1_of(precision: f64, recall: f64) -> f64 {
-    if precision + recall == 0.0 {
-        0.0
-    } else {
-        2.0 * precision * recall / (precision + recall)
-    }
+    if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) }
 }
 
 /// A confusion matrix over `num_classes` classes; `counts[t][p]` counts the samples of true class
@@ -243,15 +201,9 @@ impl ConfusionMatrix {
     /// [`MetricsError::InvalidArgument`] if `num_classes` is zero.
     pub fn new(num_classes: usize) -> Result<Self, MetricsError> {
         if num_classes == 0 {
-            return Err(MetricsError::InvalidArgument(
-                "a confusion matrix needs at least one class".into(),
-            ));
+            return Err(MetricsError::InvalidArgument("a confusion matrix needs at least one class".into()));
         }
-        Ok(Self {
-            num_classes,
-            class_names: None,
-            counts: vec![vec![0; num_classes]; num_classes],
-        })
+        Ok(Self { num_classes, class_names: None, counts: vec![vec![0; num_classes]; num_classes] })
     }
 
     /// Builds the matrix of `predictions` against `targets` (class indices).
@@ -314,10 +266,7 @@ impl ConfusionMatrix {
         }
         let n = self.num_classes;
         if let Some(&bad) = predictions.iter().chain(targets).find(|&&c| c >= n) {
-            return Err(MetricsError::LabelOutOfRange {
-                label: bad as i64,
-                num_classes: n,
-            });
+            return Err(MetricsError::LabelOutOfRange { label: bad as i64, num_classes: n });
         }
         for (&p, &t) in predictions.iter().zip(targets) {
             self.counts[t][p] += 1;
@@ -331,11 +280,7 @@ impl ConfusionMatrix {
     /// # Errors
     /// [`MetricsError::InvalidArgument`] if `C != num_classes`, otherwise as
     /// [`ConfusionMatrix::add`] plus [`MetricsError::TensorRead`].
-    pub fn add_logits(
-        &mut self,
-        logits: &Tensor<2>,
-        targets: &Tensor<1, Int>,
-    ) -> Result<(), MetricsError> {
+    pub fn add_logits(&mut self, logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Result<(), MetricsError> {
         if logits.dims()[1] != self.num_classes {
             return Err(MetricsError::InvalidArgument(format!(
                 "logits have {} classes, the matrix {}",
@@ -389,18 +334,12 @@ impl ConfusionMatrix {
 
     /// False positives of class `c`: samples of other classes predicted as `c`.
     pub fn false_positives(&self, c: usize) -> u64 {
-        (0..self.num_classes)
-            .filter(|&t| t != c)
-            .map(|t| self.counts[t][c])
-            .sum()
+        (0..self.num_classes).filter(|&t| t != c).map(|t| self.counts[t][c]).sum()
     }
 
     /// False negatives of class `c`: samples of `c` predicted as another class.
     pub fn false_negatives(&self, c: usize) -> u64 {
-        (0..self.num_classes)
-            .filter(|&p| p != c)
-            .map(|p| self.counts[c][p])
-            .sum()
+        (0..self.num_classes).filter(|&p| p != c).map(|p| self.counts[c][p]).sum()
     }
 
     /// Number of samples whose true class is `c` (row sum).
@@ -456,9 +395,7 @@ impl ConfusionMatrix {
     }
 
     fn macro_mean(&self, f: impl Fn(usize) -> f64) -> f64 {
-        let present: Vec<usize> = (0..self.num_classes)
-            .filter(|&c| self.is_present(c))
-            .collect();
+        let present: Vec<usize> = (0..self.num_classes).filter(|&c| self.is_present(c)).collect();
         if present.is_empty() {
             return 0.0;
         }
@@ -487,10 +424,7 @@ impl ConfusionMatrix {
         if total == 0 {
             return 0.0;
         }
-        (0..self.num_classes)
-            .map(|c| self.f1(c) * self.support(c) as f64)
-            .sum::<f64>()
-            / total as f64
+        (0..self.num_classes).map(|c| self.f1(c) * self.support(c) as f64).sum::<f64>() / total as f64
     }
 
     /// The full per-class report with averages.
@@ -546,28 +480,17 @@ impl ClassificationReport {
     /// The report as a Markdown table (precision / recall / F1 / support per class, then
     /// accuracy and the averages), numbers with 4 decimals.
     pub fn to_markdown(&self) -> String {
-        let mut s = String::from(
-            "| class | precision | recall | f1 | support |\n|---|---:|---:|---:|---:|\n",
-        );
+        let mut s = String::from("| class | precision | recall | f1 | support |\n|---|---:|---:|---:|---:|\n");
         for m in &self.per_class {
             let name = m.name.clone().unwrap_or_else(|| m.class.to_string());
-            s.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:.4} | {} |\n",
-                name, m.precision, m.recall, m.f1, m.support
-            ));
+            s.push_str(&format!("| {} | {:.4} | {:.4} | {:.4} | {} |\n", name, m.precision, m.recall, m.f1, m.support));
         }
-        s.push_str(&format!(
-            "| accuracy | | | {:.4} | {} |\n",
-            self.accuracy, self.total
-        ));
+        s.push_str(&format!("| accuracy | | | {:.4} | {} |\n", self.accuracy, self.total));
         s.push_str(&format!(
             "| macro avg | {:.4} | {:.4} | {:.4} | {} |\n",
             self.macro_precision, self.macro_recall, self.macro_f1, self.total
         ));
-        s.push_str(&format!(
-            "| weighted avg | | | {:.4} | {} |\n",
-            self.weighted_f1, self.total
-        ));
+        s.push_str(&format!("| weighted avg | | | {:.4} | {} |\n", self.weighted_f1, self.total));
         s
     }
 }

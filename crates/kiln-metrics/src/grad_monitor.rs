@@ -143,9 +143,7 @@ impl GradNormReport {
     pub fn to_markdown(&self) -> String {
         let mut s = String::from("| layer | grad L2 norm | flag |\n|---|---:|---|\n");
         for l in &self.layers {
-            let norm = l
-                .norm
-                .map_or_else(|| "-".to_string(), |v| format!("{v:.4e}"));
+            let norm = l.norm.map_or_else(|| "-".to_string(), |v| format!("{v:.4e}"));
             s.push_str(&format!("| {} | {} | {:?} |\n", l.layer, norm, l.flag));
         }
         s.push_str(&format!("| total | {:.4e} | |\n", self.total_norm));
@@ -164,20 +162,14 @@ pub struct GradNormMonitor {
 
 impl Default for GradNormMonitor {
     fn default() -> Self {
-        Self {
-            vanishing_threshold: 1e-7,
-            exploding_threshold: 1e3,
-        }
+        Self { vanishing_threshold: 1e-7, exploding_threshold: 1e3 }
     }
 }
 
 impl GradNormMonitor {
     /// A monitor with the given thresholds.
     pub fn new(vanishing_threshold: f64, exploding_threshold: f64) -> Self {
-        Self {
-            vanishing_threshold,
-            exploding_threshold,
-        }
+        Self { vanishing_threshold, exploding_threshold }
     }
 
     /// The flag of a norm under these thresholds.
@@ -196,26 +188,14 @@ impl GradNormMonitor {
     ///
     /// # Errors
     /// [`MetricsError::TensorRead`] if a norm cannot be read back from the device.
-    pub fn report<M: Module, G: GradientLookup>(
-        &self,
-        module: &M,
-        grads: &G,
-    ) -> Result<GradNormReport, MetricsError> {
-        let mut visitor = NormVisitor {
-            grads,
-            path: Vec::new(),
-            rows: Vec::new(),
-            error: None,
-        };
+    pub fn report<M: Module, G: GradientLookup>(&self, module: &M, grads: &G) -> Result<GradNormReport, MetricsError> {
+        let mut visitor = NormVisitor { grads, path: Vec::new(), rows: Vec::new(), error: None };
         module.visit(&mut visitor);
         if let Some(e) = visitor.error {
             return Err(e);
         }
         let rows = visitor.rows;
-        Ok(self.report_from_norms(
-            rows.into_iter()
-                .map(|(name, shape, sq)| (name, shape, sq.map(f64::sqrt))),
-        ))
+        Ok(self.report_from_norms(rows.into_iter().map(|(name, shape, sq)| (name, shape, sq.map(f64::sqrt)))))
     }
 
     /// Builds a report from norms computed elsewhere: `(parameter path, shape, L2 norm or None
@@ -245,32 +225,17 @@ impl GradNormMonitor {
                 entry.2 = Some(entry.2.unwrap_or(0.0) + v * v);
                 total_sq += v * v;
             }
-            params.push(ParamGradNorm {
-                name,
-                layer,
-                shape,
-                norm,
-                flag: self.classify(norm),
-            });
+            params.push(ParamGradNorm { name, layer, shape, norm, flag: self.classify(norm) });
         }
         let layers: Vec<LayerGradNorm> = layers
             .into_iter()
             .map(|(layer, names, sq)| {
                 let norm = sq.map(f64::sqrt);
-                LayerGradNorm {
-                    layer,
-                    params: names,
-                    norm,
-                    flag: self.classify(norm),
-                }
+                LayerGradNorm { layer, params: names, norm, flag: self.classify(norm) }
             })
             .collect();
         let with = |flag: GradFlag| -> Vec<String> {
-            layers
-                .iter()
-                .filter(|l| l.flag == flag)
-                .map(|l| l.layer.clone())
-                .collect()
+            layers.iter().filter(|l| l.flag == flag).map(|l| l.layer.clone()).collect()
         };
         GradNormReport {
             vanishing: with(GradFlag::Vanishing),
@@ -322,7 +287,6 @@ impl<G: GradientLookup> ModuleVisitor for NormVisitor<'_, G> {
                 }
             },
         };
-        self.rows
-            .push((self.path.join("."), value.dims().to_vec(), sq));
+        self.rows.push((self.path.join("."), value.dims().to_vec(), sq));
     }
 }

@@ -32,20 +32,14 @@ pub mod segmentation;
 pub mod sparsity;
 
 pub use classification::{
-    ClassMetrics, ClassificationReport, ConfusionMatrix, accuracy, accuracy_from_logits,
-    argmax_rows, top_k_accuracy, top_k_accuracy_from_logits,
+    ClassMetrics, ClassificationReport, ConfusionMatrix, accuracy, accuracy_from_logits, argmax_rows, top_k_accuracy,
+    top_k_accuracy_from_logits,
 };
-pub use grad_monitor::{
-    GradFlag, GradNormMonitor, GradNormReport, GradientLookup, LayerGradNorm, ParamGradNorm,
-};
+pub use grad_monitor::{GradFlag, GradNormMonitor, GradNormReport, GradientLookup, LayerGradNorm, ParamGradNorm};
 pub use overfitting::{CurveKind, OverfittingDetector, OverfittingVerdict};
-pub use regression::{
-    RegressionMetrics, mae, mse, r2_score, regression_metrics, regression_metrics_from_tensors,
-};
+pub use regression::{RegressionMetrics, mae, mse, r2_score, regression_metrics, regression_metrics_from_tensors};
 pub use segmentation::{IouReport, iou_from_label_maps, iou_from_logits, segmentation_iou};
-pub use sparsity::{
-    LayerSparsity, SparsityReport, SparsityTracker, activation_sparsity, zero_fraction,
-};
+pub use sparsity::{LayerSparsity, SparsityReport, SparsityTracker, activation_sparsity, zero_fraction};
 
 /// Errors returned by the metrics of this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -80,21 +74,15 @@ pub enum MetricsError {
 }
 
 /// Reads a float tensor back to the host as `f32`.
-pub(crate) fn read_f32<const D: usize>(
-    tensor: &burn::tensor::Tensor<D>,
-) -> Result<Vec<f32>, MetricsError> {
-    tensor
-        .try_to_vec_as::<f32>()
-        .map_err(|e| MetricsError::TensorRead(e.to_string()))
+pub(crate) fn read_f32<const D: usize>(tensor: &burn::tensor::Tensor<D>) -> Result<Vec<f32>, MetricsError> {
+    tensor.try_to_vec_as::<f32>().map_err(|e| MetricsError::TensorRead(e.to_string()))
 }
 
 /// Reads an int tensor back to the host as `i64`.
 pub(crate) fn read_i64<const D: usize>(
     tensor: &burn::tensor::Tensor<D, burn::tensor::Int>,
 ) -> Result<Vec<i64>, MetricsError> {
-    tensor
-        .try_to_vec_as::<i64>()
-        .map_err(|e| MetricsError::TensorRead(e.to_string()))
+    tensor.try_to_vec_as::<i64>().map_err(|e| MetricsError::TensorRead(e.to_string()))
 }
 
 /// Converts host labels to class indices, checking `0 <= label < num_classes`.
@@ -103,10 +91,7 @@ pub(crate) fn to_classes(labels: &[i64], num_classes: usize) -> Result<Vec<usize
         .iter()
         .map(|&l| {
             if l < 0 || l as u64 >= num_classes as u64 {
-                Err(MetricsError::LabelOutOfRange {
-                    label: l,
-                    num_classes,
-                })
+                Err(MetricsError::LabelOutOfRange { label: l, num_classes })
             } else {
                 Ok(l as usize)
             }

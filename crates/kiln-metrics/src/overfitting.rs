@@ -84,20 +84,14 @@ pub struct OverfittingDetector {
 
 impl Default for OverfittingDetector {
     fn default() -> Self {
-        Self {
-            patience: 3,
-            min_delta: 0.0,
-        }
+        Self { patience: 3, min_delta: 0.0 }
     }
 }
 
 impl OverfittingDetector {
     /// A detector with the given patience and `min_delta = 0`.
     pub fn new(patience: usize) -> Self {
-        Self {
-            patience,
-            min_delta: 0.0,
-        }
+        Self { patience, min_delta: 0.0 }
     }
 
     /// Sets the noise tolerance `min_delta`.
@@ -110,11 +104,7 @@ impl OverfittingDetector {
     ///
     /// # Errors
     /// As [`OverfittingDetector::check`].
-    pub fn check_losses(
-        &self,
-        train: &[f64],
-        val: &[f64],
-    ) -> Result<OverfittingVerdict, MetricsError> {
+    pub fn check_losses(&self, train: &[f64], val: &[f64]) -> Result<OverfittingVerdict, MetricsError> {
         self.check(train, val, CurveKind::Loss)
     }
 
@@ -122,11 +112,7 @@ impl OverfittingDetector {
     ///
     /// # Errors
     /// As [`OverfittingDetector::check`].
-    pub fn check_accuracies(
-        &self,
-        train: &[f64],
-        val: &[f64],
-    ) -> Result<OverfittingVerdict, MetricsError> {
+    pub fn check_accuracies(&self, train: &[f64], val: &[f64]) -> Result<OverfittingVerdict, MetricsError> {
         self.check(train, val, CurveKind::Accuracy)
     }
 
@@ -136,18 +122,9 @@ impl OverfittingDetector {
     /// [`MetricsError::LengthMismatch`] for curves of different lengths, [`MetricsError::Empty`]
     /// for no epochs, [`MetricsError::InvalidArgument`] for `patience == 0`, a negative
     /// `min_delta` or a non-finite value.
-    pub fn check(
-        &self,
-        train: &[f64],
-        val: &[f64],
-        kind: CurveKind,
-    ) -> Result<OverfittingVerdict, MetricsError> {
+    pub fn check(&self, train: &[f64], val: &[f64], kind: CurveKind) -> Result<OverfittingVerdict, MetricsError> {
         if train.len() != val.len() {
-            return Err(MetricsError::LengthMismatch {
-                what: "training curve",
-                expected: val.len(),
-                got: train.len(),
-            });
+            return Err(MetricsError::LengthMismatch { what: "training curve", expected: val.len(), got: train.len() });
         }
         if val.is_empty() {
             return Err(MetricsError::Empty("no epochs"));
@@ -183,16 +160,15 @@ impl OverfittingDetector {
         }
         let gap_growing_since = (run_start < last).then_some(run_start);
 
-        let verdict =
-            |overfitting: bool, began: Option<usize>, reason: String| OverfittingVerdict {
-                overfitting,
-                began_at_epoch: began,
-                best_epoch: best,
-                reason,
-                kind,
-                gap: gap.clone(),
-                gap_growing_since,
-            };
+        let verdict = |overfitting: bool, began: Option<usize>, reason: String| OverfittingVerdict {
+            overfitting,
+            began_at_epoch: began,
+            best_epoch: best,
+            reason,
+            kind,
+            gap: gap.clone(),
+            gap_growing_since,
+        };
 
         // Rule 1: validation degrades for k epochs after its best while training improves.
         if last - best >= k && (1..=k).all(|j| v[best + j] > v[best] + d) {

@@ -26,11 +26,7 @@ pub struct RegressionMetrics {
 
 fn check(prediction: &[f32], target: &[f32]) -> Result<(), MetricsError> {
     if prediction.len() != target.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "prediction",
-            expected: target.len(),
-            got: prediction.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "prediction", expected: target.len(), got: prediction.len() });
     }
     if target.is_empty() {
         return Err(MetricsError::Empty("no elements"));
@@ -44,11 +40,7 @@ fn check(prediction: &[f32], target: &[f32]) -> Result<(), MetricsError> {
 /// [`MetricsError::LengthMismatch`] or [`MetricsError::Empty`].
 pub fn mse(prediction: &[f32], target: &[f32]) -> Result<f64, MetricsError> {
     check(prediction, target)?;
-    let sum: f64 = prediction
-        .iter()
-        .zip(target)
-        .map(|(&p, &t)| (p as f64 - t as f64).powi(2))
-        .sum();
+    let sum: f64 = prediction.iter().zip(target).map(|(&p, &t)| (p as f64 - t as f64).powi(2)).sum();
     Ok(sum / target.len() as f64)
 }
 
@@ -58,11 +50,7 @@ pub fn mse(prediction: &[f32], target: &[f32]) -> Result<f64, MetricsError> {
 /// [`MetricsError::LengthMismatch`] or [`MetricsError::Empty`].
 pub fn mae(prediction: &[f32], target: &[f32]) -> Result<f64, MetricsError> {
     check(prediction, target)?;
-    let sum: f64 = prediction
-        .iter()
-        .zip(target)
-        .map(|(&p, &t)| (p as f64 - t as f64).abs())
-        .sum();
+    let sum: f64 = prediction.iter().zip(target).map(|(&p, &t)| (p as f64 - t as f64).abs()).sum();
     Ok(sum / target.len() as f64)
 }
 
@@ -76,26 +64,15 @@ pub fn r2_score(prediction: &[f32], target: &[f32]) -> Result<f64, MetricsError>
     let n = target.len() as f64;
     let mean = target.iter().map(|&t| t as f64).sum::<f64>() / n;
     let ss_tot: f64 = target.iter().map(|&t| (t as f64 - mean).powi(2)).sum();
-    let ss_res: f64 = prediction
-        .iter()
-        .zip(target)
-        .map(|(&p, &t)| (t as f64 - p as f64).powi(2))
-        .sum();
-    Ok(if ss_tot == 0.0 {
-        if ss_res == 0.0 { 1.0 } else { 0.0 }
-    } else {
-        1.0 - ss_res / ss_tot
-    })
+    let ss_res: f64 = prediction.iter().zip(target).map(|(&p, &t)| (t as f64 - p as f64).powi(2)).sum();
+    Ok(if ss_tot == 0.0 { if ss_res == 0.0 { 1.0 } else { 0.0 } } else { 1.0 - ss_res / ss_tot })
 }
 
 /// MSE, RMSE, MAE and R² at once.
 ///
 /// # Errors
 /// [`MetricsError::LengthMismatch`] or [`MetricsError::Empty`].
-pub fn regression_metrics(
-    prediction: &[f32],
-    target: &[f32],
-) -> Result<RegressionMetrics, MetricsError> {
+pub fn regression_metrics(prediction: &[f32], target: &[f32]) -> Result<RegressionMetrics, MetricsError> {
     let mse = mse(prediction, target)?;
     Ok(RegressionMetrics {
         mse,

@@ -30,17 +30,8 @@ impl IouReport {
     pub fn from_confusion(cm: &ConfusionMatrix) -> Self {
         let per_class: Vec<Option<f64>> = (0..cm.num_classes).map(|c| cm.iou(c)).collect();
         let present: Vec<f64> = per_class.iter().flatten().copied().collect();
-        let miou = if present.is_empty() {
-            0.0
-        } else {
-            present.iter().sum::<f64>() / present.len() as f64
-        };
-        IouReport {
-            per_class,
-            miou,
-            pixel_accuracy: cm.accuracy(),
-            pixels: cm.total(),
-        }
+        let miou = if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 };
+        IouReport { per_class, miou, pixel_accuracy: cm.accuracy(), pixels: cm.total() }
     }
 
     /// The report as a Markdown table (class, IoU with 4 decimals or `-`), then mIoU and pixel
@@ -54,10 +45,7 @@ impl IouReport {
             }
         }
         s.push_str(&format!("| mIoU | {:.4} |\n", self.miou));
-        s.push_str(&format!(
-            "| pixel accuracy | {:.4} |\n",
-            self.pixel_accuracy
-        ));
+        s.push_str(&format!("| pixel accuracy | {:.4} |\n", self.pixel_accuracy));
         s
     }
 }
@@ -70,11 +58,7 @@ fn confusion_of_maps(
     ignore_index: Option<i64>,
 ) -> Result<ConfusionMatrix, MetricsError> {
     if prediction.len() != target.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "prediction",
-            expected: target.len(),
-            got: prediction.len(),
-        });
+        return Err(MetricsError::LengthMismatch { what: "prediction", expected: target.len(), got: prediction.len() });
     }
     let mut cm = ConfusionMatrix::new(num_classes)?;
     let n = num_classes as i64;
@@ -84,10 +68,7 @@ fn confusion_of_maps(
         }
         for v in [p, t] {
             if v < 0 || v >= n {
-                return Err(MetricsError::LabelOutOfRange {
-                    label: v,
-                    num_classes,
-                });
+                return Err(MetricsError::LabelOutOfRange { label: v, num_classes });
             }
         }
         cm.counts[t as usize][p as usize] += 1;
@@ -131,12 +112,7 @@ pub fn iou_from_label_maps<const D: usize>(
             target.dims()
         )));
     }
-    let cm = confusion_of_maps(
-        &read_i64(prediction)?,
-        &read_i64(target)?,
-        num_classes,
-        ignore_index,
-    )?;
+    let cm = confusion_of_maps(&read_i64(prediction)?, &read_i64(target)?, num_classes, ignore_index)?;
     Ok(IouReport::from_confusion(&cm))
 }
 

@@ -40,21 +40,14 @@ impl SparsityReport {
 
     /// Layers whose sparsity is at least `threshold` (e.g. `0.99` for nearly dead layers).
     pub fn at_least(&self, threshold: f64) -> Vec<&str> {
-        self.layers
-            .iter()
-            .filter(|l| l.sparsity >= threshold)
-            .map(|l| l.name.as_str())
-            .collect()
+        self.layers.iter().filter(|l| l.sparsity >= threshold).map(|l| l.name.as_str()).collect()
     }
 
     /// The report as a Markdown table.
     pub fn to_markdown(&self) -> String {
         let mut s = String::from("| layer | zeros | elements | sparsity |\n|---|---:|---:|---:|\n");
         for l in &self.layers {
-            s.push_str(&format!(
-                "| {} | {} | {} | {:.4} |\n",
-                l.name, l.zeros, l.total, l.sparsity
-            ));
+            s.push_str(&format!("| {} | {} | {} | {:.4} |\n", l.name, l.zeros, l.total, l.sparsity));
         }
         s.push_str(&format!("| overall | | | {:.4} |\n", self.overall));
         s
@@ -83,11 +76,7 @@ fn count_zeros<const D: usize>(tensor: &Tensor<D>) -> Result<u64, MetricsError> 
 pub fn zero_fraction<const D: usize>(tensor: &Tensor<D>) -> Result<f64, MetricsError> {
     let total = tensor.shape().num_elements() as u64;
     let zeros = count_zeros(tensor)?;
-    Ok(if total == 0 {
-        0.0
-    } else {
-        zeros as f64 / total as f64
-    })
+    Ok(if total == 0 { 0.0 } else { zeros as f64 / total as f64 })
 }
 
 /// Sparsity of `(layer name, activation)` pairs; pairs sharing a name are pooled.
@@ -131,22 +120,13 @@ impl SparsityTracker {
         let row = match self.layers.iter().position(|l| l.name == name) {
             Some(i) => &mut self.layers[i],
             None => {
-                self.layers.push(LayerSparsity {
-                    name,
-                    zeros: 0,
-                    total: 0,
-                    sparsity: 0.0,
-                });
+                self.layers.push(LayerSparsity { name, zeros: 0, total: 0, sparsity: 0.0 });
                 self.layers.last_mut().expect("just pushed")
             }
         };
         row.zeros += zeros;
         row.total += total;
-        row.sparsity = if row.total == 0 {
-            0.0
-        } else {
-            row.zeros as f64 / row.total as f64
-        };
+        row.sparsity = if row.total == 0 { 0.0 } else { row.zeros as f64 / row.total as f64 };
         Ok(())
     }
 
@@ -156,11 +136,7 @@ impl SparsityTracker {
         let total: u64 = self.layers.iter().map(|l| l.total).sum();
         SparsityReport {
             layers: self.layers.clone(),
-            overall: if total == 0 {
-                0.0
-            } else {
-                zeros as f64 / total as f64
-            },
+            overall: if total == 0 { 0.0 } else { zeros as f64 / total as f64 },
         }
     }
 

@@ -16,12 +16,7 @@ macro_rules! assert_close {
     };
     ($a:expr, $b:expr, $tol:expr) => {{
         let (a, b) = ($a as f64, $b as f64);
-        assert!(
-            close(a, b, $tol),
-            "{} = {a}, expected {b} (tol {})",
-            stringify!($a),
-            $tol
-        );
+        assert!(close(a, b, $tol), "{} = {a}, expected {b} (tol {})", stringify!($a), $tol);
     }};
 }
 
@@ -82,10 +77,7 @@ fn confusion_matrix_markdown_and_serde() {
          | bird | 1 | 1 | 2 | 4 |\n"
     );
     let json = serde_json::to_string(&cm).unwrap();
-    assert_eq!(
-        json,
-        r#"{"num_classes":3,"class_names":["cat","dog","bird"],"counts":[[2,1,0],[0,2,1],[1,1,2]]}"#
-    );
+    assert_eq!(json, r#"{"num_classes":3,"class_names":["cat","dog","bird"],"counts":[[2,1,0],[0,2,1],[1,1,2]]}"#);
     let back: ConfusionMatrix = serde_json::from_str(&json).unwrap();
     assert_eq!(back, cm);
 }
@@ -101,18 +93,11 @@ fn classification_edge_cases() {
     assert_close!(cm.macro_f1(), 2.0 / 3.0);
     assert!(matches!(
         ConfusionMatrix::from_predictions(&[0, 3], &[0, 1], 3),
-        Err(MetricsError::LabelOutOfRange {
-            label: 3,
-            num_classes: 3
-        })
+        Err(MetricsError::LabelOutOfRange { label: 3, num_classes: 3 })
     ));
-    assert!(matches!(
-        accuracy(&[0, 1], &[0]),
-        Err(MetricsError::LengthMismatch { .. })
-    ));
+    assert!(matches!(accuracy(&[0, 1], &[0]), Err(MetricsError::LengthMismatch { .. })));
     let mut a = ConfusionMatrix::from_predictions(&[0, 1], &[0, 1], 2).unwrap();
-    a.merge(&ConfusionMatrix::from_predictions(&[1], &[0], 2).unwrap())
-        .unwrap();
+    a.merge(&ConfusionMatrix::from_predictions(&[1], &[0], 2).unwrap()).unwrap();
     assert_eq!(a.counts, vec![vec![1, 1], vec![0, 1]]);
 }
 
@@ -134,14 +119,8 @@ fn top_k_accuracy_by_hand() {
     assert_close!(top_k_accuracy(&flat, 4, &SCORE_LABELS, 4).unwrap(), 1.0);
     assert!(top_k_accuracy(&flat, 4, &SCORE_LABELS, 0).is_err());
     // ties go to the lower class: label 2 of [0.5, 0.2, 0.2, 0.1] is not in the top 2
-    assert_close!(
-        top_k_accuracy(&[0.5, 0.2, 0.2, 0.1], 4, &[2], 2).unwrap(),
-        0.0
-    );
-    assert_close!(
-        top_k_accuracy(&[0.5, 0.2, 0.2, 0.1], 4, &[1], 2).unwrap(),
-        1.0
-    );
+    assert_close!(top_k_accuracy(&[0.5, 0.2, 0.2, 0.1], 4, &[2], 2).unwrap(), 0.0);
+    assert_close!(top_k_accuracy(&[0.5, 0.2, 0.2, 0.1], 4, &[1], 2).unwrap(), 1.0);
     assert_eq!(argmax_rows(&flat, 4).unwrap(), vec![0, 1, 1, 0, 3]);
 }
 
@@ -151,26 +130,12 @@ fn metrics_from_burn_tensors() {
     let logits = Tensor::<2>::from_floats(SCORES, &device);
     let labels = Tensor::<1, Int>::from_ints([0, 2, 2, 3, 1], &device);
     assert_close!(accuracy_from_logits(&logits, &labels).unwrap(), 0.2);
-    assert_close!(
-        top_k_accuracy_from_logits(&logits, &labels, 2).unwrap(),
-        0.4
-    );
+    assert_close!(top_k_accuracy_from_logits(&logits, &labels, 2).unwrap(), 0.4);
     let cm = ConfusionMatrix::from_logits(&logits, &labels).unwrap();
     // predictions [0, 1, 1, 0, 3] against labels [0, 2, 2, 3, 1]
-    assert_eq!(
-        cm.counts,
-        vec![
-            vec![1, 0, 0, 0],
-            vec![0, 0, 0, 1],
-            vec![0, 2, 0, 0],
-            vec![1, 0, 0, 0]
-        ]
-    );
+    assert_eq!(cm.counts, vec![vec![1, 0, 0, 0], vec![0, 0, 0, 1], vec![0, 2, 0, 0], vec![1, 0, 0, 0]]);
     let bad = Tensor::<1, Int>::from_ints([0, 2, 2, 4, 1], &device);
-    assert!(matches!(
-        accuracy_from_logits(&logits, &bad),
-        Err(MetricsError::LabelOutOfRange { label: 4, .. })
-    ));
+    assert!(matches!(accuracy_from_logits(&logits, &bad), Err(MetricsError::LabelOutOfRange { label: 4, .. })));
 }
 
 // ---------------------------------------------------------------- regression
@@ -184,11 +149,7 @@ fn regression_by_hand() {
     assert_close!(mae(&pred, &target).unwrap(), 0.5);
     // mean 2.875, SS_tot = 29.1875, SS_res = 1.5
     assert_close!(r2_score(&pred, &target).unwrap(), 1.0 - 1.5 / 29.1875);
-    assert_close!(
-        r2_score(&pred, &target).unwrap(),
-        0.948_608_137_044_967_9,
-        1e-12
-    );
+    assert_close!(r2_score(&pred, &target).unwrap(), 0.948_608_137_044_967_9, 1e-12);
     // constant target
     assert_close!(r2_score(&[1.0, 1.0], &[1.0, 1.0]).unwrap(), 1.0);
     assert_close!(r2_score(&[1.0, 2.0], &[1.0, 1.0]).unwrap(), 0.0);
@@ -272,9 +233,7 @@ fn overfitting_detector_names_the_epoch() {
     // val loss is best at epoch 3, then rises for 4 epochs while train loss keeps falling.
     let train = [1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2];
     let val = [1.1, 0.9, 0.75, 0.7, 0.72, 0.76, 0.8, 0.85];
-    let v = OverfittingDetector::new(3)
-        .check_losses(&train, &val)
-        .unwrap();
+    let v = OverfittingDetector::new(3).check_losses(&train, &val).unwrap();
     assert!(v.overfitting, "{}", v.reason);
     assert_eq!(v.best_epoch, 3);
     assert_eq!(v.began_at_epoch, Some(4));
@@ -284,19 +243,12 @@ fn overfitting_detector_names_the_epoch() {
     assert_eq!(v.gap_growing_since, Some(1)); // gap[1] == gap[0] (0.1)
 
     // With a patience of 5 there is not enough evidence (only 4 epochs follow the best).
-    let v = OverfittingDetector::new(5)
-        .check_losses(&train, &val)
-        .unwrap();
+    let v = OverfittingDetector::new(5).check_losses(&train, &val).unwrap();
     assert!(!v.overfitting);
     assert_eq!(v.began_at_epoch, None);
 
     // The verdict serializes.
-    let json = serde_json::to_value(
-        OverfittingDetector::new(3)
-            .check_losses(&train, &val)
-            .unwrap(),
-    )
-    .unwrap();
+    let json = serde_json::to_value(OverfittingDetector::new(3).check_losses(&train, &val).unwrap()).unwrap();
     assert_eq!(json["overfitting"], true);
     assert_eq!(json["began_at_epoch"], 4);
     assert_eq!(json["best_epoch"], 3);
@@ -306,9 +258,7 @@ fn overfitting_detector_names_the_epoch() {
 fn no_overfitting_on_monotone_curves() {
     let train = [1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15];
     let val = [1.1, 0.8, 0.65, 0.6, 0.55, 0.5, 0.47, 0.45];
-    let v = OverfittingDetector::default()
-        .check_losses(&train, &val)
-        .unwrap();
+    let v = OverfittingDetector::default().check_losses(&train, &val).unwrap();
     assert!(!v.overfitting, "{}", v.reason);
     assert_eq!(v.began_at_epoch, None);
     assert_eq!(v.best_epoch, 7);
@@ -320,9 +270,7 @@ fn overfitting_on_accuracies_plateaus_and_divergence() {
     // Validation accuracy peaks at epoch 5.
     let train = [0.5, 0.62, 0.7, 0.78, 0.84, 0.88, 0.91, 0.94, 0.96, 0.98];
     let val = [0.5, 0.6, 0.65, 0.7, 0.72, 0.74, 0.73, 0.71, 0.70, 0.69];
-    let v = OverfittingDetector::new(3)
-        .check_accuracies(&train, &val)
-        .unwrap();
+    let v = OverfittingDetector::new(3).check_accuracies(&train, &val).unwrap();
     assert!(v.overfitting, "{}", v.reason);
     assert_eq!((v.best_epoch, v.began_at_epoch), (5, Some(6)));
     assert_close!(v.gap[9], 0.29, 1e-12); // train - val
@@ -330,9 +278,7 @@ fn overfitting_on_accuracies_plateaus_and_divergence() {
     // Validation flat after epoch 2 while training keeps improving: the gap rule.
     let train = [1.0, 0.75, 0.6, 0.5, 0.4, 0.3, 0.2];
     let val = [1.0, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7];
-    let v = OverfittingDetector::new(3)
-        .check_losses(&train, &val)
-        .unwrap();
+    let v = OverfittingDetector::new(3).check_losses(&train, &val).unwrap();
     assert!(v.overfitting, "{}", v.reason);
     assert_eq!((v.best_epoch, v.began_at_epoch), (2, Some(3)));
     assert!(v.reason.contains("gap grew"), "{}", v.reason);
@@ -340,17 +286,11 @@ fn overfitting_on_accuracies_plateaus_and_divergence() {
     // Both curves get worse: divergence, not overfitting.
     let train = [1.0, 0.8, 0.7, 0.9, 1.2, 1.5];
     let val = [1.1, 0.9, 0.8, 1.0, 1.3, 1.6];
-    let v = OverfittingDetector::new(3)
-        .check_losses(&train, &val)
-        .unwrap();
+    let v = OverfittingDetector::new(3).check_losses(&train, &val).unwrap();
     assert!(!v.overfitting);
     assert!(v.reason.contains("divergence"), "{}", v.reason);
 
-    assert!(
-        OverfittingDetector::new(3)
-            .check_losses(&[1.0], &[1.0, 2.0])
-            .is_err()
-    );
+    assert!(OverfittingDetector::new(3).check_losses(&[1.0], &[1.0, 2.0]).is_err());
     assert!(OverfittingDetector::new(3).check_losses(&[], &[]).is_err());
 }
 
@@ -401,9 +341,7 @@ fn gradient_norms_by_hand() {
     let device = Device::flex().autodiff();
     let model = tiny(&device);
     let grads = loss(&model, &device, 1.0).backward();
-    let report = GradNormMonitor::default()
-        .report(&model, &Backward(&grads))
-        .unwrap();
+    let report = GradNormMonitor::default().report(&model, &Backward(&grads)).unwrap();
 
     // column sums of x: [5, 7, 9], each repeated over 2 outputs; bias gradient [2, 2]
     let w = (2.0f64 * (25.0 + 49.0 + 81.0)).sqrt();
@@ -415,19 +353,13 @@ fn gradient_norms_by_hand() {
     assert_close!(report.param("a.bias").unwrap().norm.unwrap(), b, 1e-5);
     let la = report.layer("a").unwrap();
     assert_close!(la.norm.unwrap(), (w * w + b * b).sqrt(), 1e-5);
-    assert_eq!(
-        la.params,
-        vec!["a.weight".to_string(), "a.bias".to_string()]
-    );
+    assert_eq!(la.params, vec!["a.weight".to_string(), "a.bias".to_string()]);
 
     // b: zero gradient -> vanishing. unused / norm: no gradient -> missing.
     assert_eq!(report.param("b.weight").unwrap().norm, Some(0.0));
     assert_eq!(report.layer("b").unwrap().flag, GradFlag::Vanishing);
     assert_eq!(report.vanishing, vec!["b".to_string()]);
-    assert_eq!(
-        report.missing,
-        vec!["unused".to_string(), "norm".to_string()]
-    );
+    assert_eq!(report.missing, vec!["unused".to_string(), "norm".to_string()]);
     assert!(report.exploding.is_empty());
     assert!(report.has_problems());
     // BatchNorm running statistics are buffers, not reported.
@@ -437,25 +369,13 @@ fn gradient_norms_by_hand() {
 
     // The same numbers through GradientsParams (keyed by ParamId).
     let params = GradientsParams::from_grads(grads, &model);
-    let report2 = GradNormMonitor::default()
-        .report(&model, &ByParamId(&params))
-        .unwrap();
-    assert_close!(
-        report2.layer("a").unwrap().norm.unwrap(),
-        (w * w + b * b).sqrt(),
-        1e-5
-    );
+    let report2 = GradNormMonitor::default().report(&model, &ByParamId(&params)).unwrap();
+    assert_close!(report2.layer("a").unwrap().norm.unwrap(), (w * w + b * b).sqrt(), 1e-5);
     assert_eq!(report2.vanishing, vec!["b".to_string()]);
 
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["vanishing"][0], "b");
-    assert!(
-        report
-            .to_markdown()
-            .contains("| b | 0.0000e0 | Vanishing |"),
-        "{}",
-        report.to_markdown()
-    );
+    assert!(report.to_markdown().contains("| b | 0.0000e0 | Vanishing |"), "{}", report.to_markdown());
 }
 
 #[test]
@@ -463,9 +383,7 @@ fn gradient_monitor_flags_exploding() {
     let device = Device::flex().autodiff();
     let model = tiny(&device);
     let grads = loss(&model, &device, 1e4).backward();
-    let report = GradNormMonitor::default()
-        .report(&model, &Backward(&grads))
-        .unwrap();
+    let report = GradNormMonitor::default().report(&model, &Backward(&grads)).unwrap();
     let w = 1e4 * (2.0f64 * 155.0 + 8.0).sqrt();
     assert_close!(report.layer("a").unwrap().norm.unwrap(), w, w * 1e-6);
     assert_eq!(report.exploding, vec!["a".to_string()]);
@@ -492,8 +410,7 @@ fn relu_activation_sparsity() {
     let mut t = SparsityTracker::new();
     t.record("layer1", &relu1).unwrap();
     t.record("layer1", &relu2).unwrap();
-    t.record("conv", &Tensor::<4>::zeros([1, 2, 2, 2], &device))
-        .unwrap();
+    t.record("conv", &Tensor::<4>::zeros([1, 2, 2, 2], &device)).unwrap();
     let r = t.report();
     assert_eq!((r.layers[0].zeros, r.layers[0].total), (7, 12));
     assert_close!(r.layer("conv").unwrap().sparsity, 1.0);

@@ -34,11 +34,7 @@ impl DropPathConfig {
             "DropPath probability must be in [0, 1], got {}",
             self.prob
         );
-        DropPath {
-            prob: self.prob,
-            scale_by_keep: self.scale_by_keep,
-            training: Param::from_bool(true),
-        }
+        DropPath { prob: self.prob, scale_by_keep: self.scale_by_keep, training: Param::from_bool(true) }
     }
 }
 
@@ -84,10 +80,6 @@ pub fn drop_path<const D: usize>(x: Tensor<D>, prob: f64, scale_by_keep: bool) -
     shape[0] = x.dims()[0];
     let device = x.device();
     let mask = Tensor::<D>::random(shape, Distribution::Bernoulli(keep), (&device, x.dtype()));
-    let mask = if scale_by_keep && keep > 0.0 {
-        mask.div_scalar(keep)
-    } else {
-        mask
-    };
+    let mask = if scale_by_keep && keep > 0.0 { mask.div_scalar(keep) } else { mask };
     x * mask
 }

@@ -111,21 +111,14 @@ impl EarlyStopping {
         self.bad_epochs += 1;
         if self.bad_epochs >= self.patience {
             self.stopped_at = Some(epoch);
-            return self.stop_decision().unwrap_or(StopDecision::Wait {
-                bad_epochs: self.bad_epochs,
-            });
+            return self.stop_decision().unwrap_or(StopDecision::Wait { bad_epochs: self.bad_epochs });
         }
-        StopDecision::Wait {
-            bad_epochs: self.bad_epochs,
-        }
+        StopDecision::Wait { bad_epochs: self.bad_epochs }
     }
 
     fn stop_decision(&self) -> Option<StopDecision> {
         self.stopped_at?;
-        Some(StopDecision::Stop {
-            best_epoch: self.best_epoch.unwrap_or(0),
-            best: self.best.unwrap_or(f64::NAN),
-        })
+        Some(StopDecision::Stop { best_epoch: self.best_epoch.unwrap_or(0), best: self.best.unwrap_or(f64::NAN) })
     }
 
     /// Whether a stop has been decided.

@@ -59,11 +59,7 @@ impl LabelSmoothingCrossEntropy {
         let [nt] = targets.dims();
         assert_eq!(n, nt, "logits have {n} rows but there are {nt} targets");
         let log_p = log_softmax(logits, 1);
-        let nll: Tensor<1> = log_p
-            .clone()
-            .gather(1, targets.reshape([n, 1]))
-            .reshape([n])
-            .neg();
+        let nll: Tensor<1> = log_p.clone().gather(1, targets.reshape([n, 1])).reshape([n]).neg();
         if self.smoothing == 0.0 {
             return nll;
         }
@@ -76,12 +72,6 @@ impl LabelSmoothingCrossEntropy {
 ///
 /// # Panics
 /// If `smoothing` is not in `[0, 1]` or the batch sizes differ.
-pub fn label_smoothing_cross_entropy(
-    logits: Tensor<2>,
-    targets: Tensor<1, Int>,
-    smoothing: f64,
-) -> Tensor<1> {
-    LabelSmoothingCrossEntropy::new(smoothing)
-        .expect("invalid label smoothing")
-        .forward(logits, targets)
+pub fn label_smoothing_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, smoothing: f64) -> Tensor<1> {
+    LabelSmoothingCrossEntropy::new(smoothing).expect("invalid label smoothing").forward(logits, targets)
 }

@@ -22,9 +22,7 @@ pub mod penalty;
 pub use drop_path::{DropPath, DropPathConfig, drop_path};
 pub use early_stopping::{EarlyStopping, Mode, StopDecision};
 pub use label_smoothing::{LabelSmoothingCrossEntropy, label_smoothing_cross_entropy};
-pub use penalty::{
-    ParamSelection, SelectedParam, WeightPenalty, l1_penalty, l2_penalty, selected_params,
-};
+pub use penalty::{ParamSelection, SelectedParam, WeightPenalty, l1_penalty, l2_penalty, selected_params};
 
 /// Errors returned by this crate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

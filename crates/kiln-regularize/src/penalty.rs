@@ -41,10 +41,7 @@ impl ParamSelection {
 
     /// Every trainable parameter, biases and normalization parameters included.
     pub fn all() -> Self {
-        Self {
-            include_biases_and_norms: true,
-            ..Self::default()
-        }
+        Self { include_biases_and_norms: true, ..Self::default() }
     }
 
     /// Sets [`ParamSelection::include_biases_and_norms`].
@@ -70,8 +67,7 @@ impl ParamSelection {
     /// checks are separate.
     pub fn selects(&self, path: &str, rank: usize, owner_type: &str) -> bool {
         let under = |prefix: &String| {
-            path == prefix
-                || (path.starts_with(prefix.as_str()) && path[prefix.len()..].starts_with('.'))
+            path == prefix || (path.starts_with(prefix.as_str()) && path[prefix.len()..].starts_with('.'))
         };
         if !self.only.is_empty() && !self.only.iter().any(under) {
             return false;
@@ -128,18 +124,12 @@ pub struct WeightPenalty {
 impl WeightPenalty {
     /// An L1 penalty with coefficient `coefficient` over the default selection.
     pub fn l1(coefficient: f64) -> Self {
-        Self {
-            l1: coefficient,
-            ..Self::default()
-        }
+        Self { l1: coefficient, ..Self::default() }
     }
 
     /// An L2 penalty with coefficient `coefficient` over the default selection.
     pub fn l2(coefficient: f64) -> Self {
-        Self {
-            l2: coefficient,
-            ..Self::default()
-        }
+        Self { l2: coefficient, ..Self::default() }
     }
 
     /// Sets the selection.
@@ -186,15 +176,7 @@ struct Collector<'a> {
 
 impl<'a> Collector<'a> {
     fn new(selection: &'a ParamSelection, coefs: Option<(f64, f64)>) -> Self {
-        Self {
-            selection,
-            coefs,
-            path: Vec::new(),
-            owners: Vec::new(),
-            selected: Vec::new(),
-            sum: None,
-            device: None,
-        }
+        Self { selection, coefs, path: Vec::new(), owners: Vec::new(), selected: Vec::new(), sum: None, device: None }
     }
 
     fn add(&mut self, term: Tensor<1>) {
@@ -216,9 +198,7 @@ impl ModuleVisitor for Collector<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.push(name.to_string());
         // The type of the module that owns the field being entered: "Struct:BatchNorm" -> "BatchNorm".
-        let owner = container_type
-            .split_once(':')
-            .map_or(container_type, |(_, t)| t);
+        let owner = container_type.split_once(':').map_or(container_type, |(_, t)| t);
         self.owners.push(owner.to_string());
     }
 
@@ -244,10 +224,7 @@ impl ModuleVisitor for Collector<'_> {
         if !self.selection.selects(&path, D, owner) {
             return;
         }
-        self.selected.push(SelectedParam {
-            path,
-            shape: value.dims().to_vec(),
-        });
+        self.selected.push(SelectedParam { path, shape: value.dims().to_vec() });
         if let Some((l1, l2)) = self.coefs {
             if l1 != 0.0 {
                 self.add(value.clone().abs().sum().mul_scalar(l1));

@@ -33,24 +33,14 @@ struct Net {
 /// mean 0, var 1), heads.0.weight [[1.5],[-0.5]] (no bias).
 fn net(device: &Device) -> Net {
     let mut fc = LinearConfig::new(3, 2).init(device);
-    fc.weight = Param::from_tensor(Tensor::from_floats(
-        [[1.0, -2.0], [3.0, -4.0], [0.5, 0.25]],
-        device,
-    ));
-    fc.bias = Some(Param::from_tensor(Tensor::from_floats(
-        [10.0, -20.0],
-        device,
-    )));
+    fc.weight = Param::from_tensor(Tensor::from_floats([[1.0, -2.0], [3.0, -4.0], [0.5, 0.25]], device));
+    fc.bias = Some(Param::from_tensor(Tensor::from_floats([10.0, -20.0], device)));
     let mut bn = BatchNormConfig::new(2).init(device);
     bn.gamma = Param::from_tensor(Tensor::from_floats([2.0, 3.0], device));
     bn.beta = Param::from_tensor(Tensor::from_floats([5.0, 6.0], device));
     let mut head = LinearConfig::new(2, 1).with_bias(false).init(device);
     head.weight = Param::from_tensor(Tensor::from_floats([[1.5], [-0.5]], device));
-    Net {
-        fc,
-        bn,
-        heads: vec![head],
-    }
+    Net { fc, bn, heads: vec![head] }
 }
 
 #[test]
@@ -59,10 +49,7 @@ fn penalty_values_skip_biases_and_norms_by_default() {
     let model = net(&device);
     let default = ParamSelection::default();
 
-    let names: Vec<String> = selected_params(&model, &default)
-        .into_iter()
-        .map(|p| p.path)
-        .collect();
+    let names: Vec<String> = selected_params(&model, &default).into_iter().map(|p| p.path).collect();
     assert_eq!(names, ["fc.weight", "heads.0.weight"]);
     // |w|: 1+2+3+4+0.5+0.25 = 10.75, + 1.5+0.5 = 12.75
     assert_eq!(scalar(&l1_penalty(&model, &default)), 12.75);
@@ -71,47 +58,19 @@ fn penalty_values_skip_biases_and_norms_by_default() {
 
     // Everything: + bias 30 / 500, gamma 5 / 13, beta 11 / 61; running stats are never counted.
     let all = ParamSelection::all();
-    let names: Vec<String> = selected_params(&model, &all)
-        .into_iter()
-        .map(|p| p.path)
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "fc.weight",
-            "fc.bias",
-            "bn.gamma",
-            "bn.beta",
-            "heads.0.weight"
-        ]
-    );
+    let names: Vec<String> = selected_params(&model, &all).into_iter().map(|p| p.path).collect();
+    assert_eq!(names, ["fc.weight", "fc.bias", "bn.gamma", "bn.beta", "heads.0.weight"]);
     assert_eq!(scalar(&l1_penalty(&model, &all)), 58.75);
     assert_eq!(scalar(&l2_penalty(&model, &all)), 606.8125);
 
     // Prefix selections (whole path components).
-    assert_eq!(
-        scalar(&l1_penalty(&model, &ParamSelection::new().only("fc"))),
-        10.75
-    );
-    assert_eq!(
-        scalar(&l1_penalty(&model, &ParamSelection::new().skip("heads"))),
-        10.75
-    );
-    assert_eq!(
-        scalar(&l2_penalty(&model, &ParamSelection::all().only("bn"))),
-        74.0
-    );
-    assert_eq!(
-        scalar(&l1_penalty(&model, &ParamSelection::new().only("f"))),
-        0.0
-    );
+    assert_eq!(scalar(&l1_penalty(&model, &ParamSelection::new().only("fc"))), 10.75);
+    assert_eq!(scalar(&l1_penalty(&model, &ParamSelection::new().skip("heads"))), 10.75);
+    assert_eq!(scalar(&l2_penalty(&model, &ParamSelection::all().only("bn"))), 74.0);
+    assert_eq!(scalar(&l1_penalty(&model, &ParamSelection::new().only("f"))), 0.0);
 
     // Elastic net: 0.1 * 12.75 + 0.01 * 32.8125
-    let p = WeightPenalty {
-        l1: 0.1,
-        l2: 0.01,
-        selection: default,
-    };
+    let p = WeightPenalty { l1: 0.1, l2: 0.01, selection: default };
     let v = p.penalty(&model);
     assert!((scalar(&v) - 1.603125).abs() < 1e-6);
     assert_eq!(v.dims(), [1]);
@@ -127,59 +86,28 @@ fn penalty_gradients_are_sign_w_and_2w() {
     let two_w: Vec<f64> = w.iter().map(|v| 2.0 * v).collect();
 
     let grads = l1_penalty(&model, &ParamSelection::default()).backward();
-    assert_all_close(
-        &vec_of(&model.fc.weight.val().grad(&grads).unwrap()),
-        &sign,
-        0.0,
-    );
-    assert_all_close(
-        &vec_of(&model.heads[0].weight.val().grad(&grads).unwrap()),
-        &[1.0, -1.0],
-        0.0,
-    );
+    assert_all_close(&vec_of(&model.fc.weight.val().grad(&grads).unwrap()), &sign, 0.0);
+    assert_all_close(&vec_of(&model.heads[0].weight.val().grad(&grads).unwrap()), &[1.0, -1.0], 0.0);
     // Skipped parameters get no gradient from the penalty.
     assert!(model.fc.bias.as_ref().unwrap().val().grad(&grads).is_none());
     assert!(model.bn.gamma.val().grad(&grads).is_none());
 
     let grads = l2_penalty(&model, &ParamSelection::default()).backward();
-    assert_all_close(
-        &vec_of(&model.fc.weight.val().grad(&grads).unwrap()),
-        &two_w,
-        1e-6,
-    );
-    assert_all_close(
-        &vec_of(&model.heads[0].weight.val().grad(&grads).unwrap()),
-        &[3.0, -1.0],
-        1e-6,
-    );
+    assert_all_close(&vec_of(&model.fc.weight.val().grad(&grads).unwrap()), &two_w, 1e-6);
+    assert_all_close(&vec_of(&model.heads[0].weight.val().grad(&grads).unwrap()), &[3.0, -1.0], 1e-6);
 
     // With biases / norms included, the bias gradient is 2b; added to a data loss, the penalty's
     // gradient adds to the data gradient.
     let x = Tensor::<2>::from_floats([[1.0, 0.0, 0.0]], &device);
     let data = model.fc.forward(x).sum(); // d/dW = e_0 outer 1, d/db = 1
-    let loss = data
-        + WeightPenalty::l2(0.5)
-            .with_selection(ParamSelection::all())
-            .penalty(&model);
+    let loss = data + WeightPenalty::l2(0.5).with_selection(ParamSelection::all()).penalty(&model);
     let grads = loss.backward();
     let mut expected: Vec<f64> = w.to_vec(); // 0.5 * 2w = w
     expected[0] += 1.0;
     expected[1] += 1.0;
-    assert_all_close(
-        &vec_of(&model.fc.weight.val().grad(&grads).unwrap()),
-        &expected,
-        1e-6,
-    );
-    assert_all_close(
-        &vec_of(&model.fc.bias.as_ref().unwrap().val().grad(&grads).unwrap()),
-        &[11.0, -19.0],
-        1e-6,
-    );
-    assert_all_close(
-        &vec_of(&model.bn.beta.val().grad(&grads).unwrap()),
-        &[5.0, 6.0],
-        1e-6,
-    );
+    assert_all_close(&vec_of(&model.fc.weight.val().grad(&grads).unwrap()), &expected, 1e-6);
+    assert_all_close(&vec_of(&model.fc.bias.as_ref().unwrap().val().grad(&grads).unwrap()), &[11.0, -19.0], 1e-6);
+    assert_all_close(&vec_of(&model.bn.beta.val().grad(&grads).unwrap()), &[5.0, 6.0], 1e-6);
 }
 
 // ---------------------------------------------------------------- DropPath
@@ -195,10 +123,7 @@ fn drop_path_is_identity_at_inference() {
     let ad = Device::flex().autodiff();
     let x = Tensor::<4>::random([8, 3, 4, 4], Distribution::Default, &ad);
     assert_eq!(vec_of(&dp.valid().forward(x.clone())), vec_of(&x));
-    assert_eq!(
-        vec_of(&DropPathConfig::new(0.0).init().forward(x.clone())),
-        vec_of(&x)
-    );
+    assert_eq!(vec_of(&DropPathConfig::new(0.0).init().forward(x.clone())), vec_of(&x));
 }
 
 #[test]
@@ -215,10 +140,7 @@ fn drop_path_drops_whole_samples_and_preserves_the_mean() {
     for sample in values.chunks_exact(6) {
         // one draw per sample: all 6 elements are equal, 0 or 1 / (1 - p)
         assert!(sample.iter().all(|&v| v == sample[0]), "{sample:?}");
-        assert!(
-            sample[0] == 0.0 || (sample[0] - scale).abs() < 1e-6,
-            "{sample:?}"
-        );
+        assert!(sample[0] == 0.0 || (sample[0] - scale).abs() < 1e-6, "{sample:?}");
         kept += (sample[0] != 0.0) as usize;
     }
     let kept_frac = kept as f64 / n as f64;
@@ -233,21 +155,13 @@ fn drop_path_drops_whole_samples_and_preserves_the_mean() {
     assert_eq!(vec_of(&x.grad(&grads).unwrap()), values);
 
     // Without scale_by_keep kept samples stay 1.
-    let y = DropPathConfig::new(p)
-        .with_scale_by_keep(false)
-        .init()
-        .forward(Tensor::<2>::ones([64, 2], &device));
+    let y = DropPathConfig::new(p).with_scale_by_keep(false).init().forward(Tensor::<2>::ones([64, 2], &device));
     assert!(vec_of(&y).iter().all(|&v| v == 0.0 || v == 1.0));
 }
 
 // ---------------------------------------------------------------- label smoothing
 
-const LOGITS: [[f64; 3]; 4] = [
-    [2.0, 1.0, 0.1],
-    [0.5, 2.5, -1.0],
-    [-0.3, 0.2, 1.7],
-    [1.2, -0.7, 0.3],
-];
+const LOGITS: [[f64; 3]; 4] = [[2.0, 1.0, 0.1], [0.5, 2.5, -1.0], [-0.3, 0.2, 1.7], [1.2, -0.7, 0.3]];
 const LABELS: [usize; 4] = [0, 2, 2, 1];
 
 /// The loss by hand in f64: (1 - eps) * -log p_y + eps * mean_c -log p_c, averaged.
@@ -268,44 +182,24 @@ fn hand_loss(eps: f64) -> (f64, Vec<f64>) {
 #[test]
 fn label_smoothing_matches_pytorch() {
     // torch.nn.functional.cross_entropy(logits, [0, 2, 2, 1], label_smoothing=eps) in float64
-    let torch = [
-        (0.0, 1.679_692_806_416_305_3),
-        (0.1, 1.667_192_806_416_305_3),
-        (0.25, 1.648_442_806_416_305),
-    ];
-    let torch_none_01 = [
-        0.513_696_682_944_500_2,
-        3.486_511_540_455_621_3,
-        0.423_022_378_895_813_2,
-        2.245_540_623_369_285_6,
-    ];
+    let torch = [(0.0, 1.679_692_806_416_305_3), (0.1, 1.667_192_806_416_305_3), (0.25, 1.648_442_806_416_305)];
+    let torch_none_01 =
+        [0.513_696_682_944_500_2, 3.486_511_540_455_621_3, 0.423_022_378_895_813_2, 2.245_540_623_369_285_6];
 
     let device = Device::flex();
     let logits = Tensor::<2>::from_floats(LOGITS.map(|r| r.map(|v| v as f32)), &device);
     let labels = Tensor::<1, Int>::from_ints([0, 2, 2, 1], &device);
     for (eps, reference) in torch {
         let (hand, _) = hand_loss(eps);
-        assert!(
-            (hand - reference).abs() < 1e-12,
-            "hand {hand} vs torch {reference}"
-        );
-        let loss = LabelSmoothingCrossEntropy::new(eps)
-            .unwrap()
-            .forward(logits.clone(), labels.clone());
+        assert!((hand - reference).abs() < 1e-12, "hand {hand} vs torch {reference}");
+        let loss = LabelSmoothingCrossEntropy::new(eps).unwrap().forward(logits.clone(), labels.clone());
         assert_eq!(loss.dims(), [1]);
         let got = scalar(&loss);
-        assert!(
-            (got - reference).abs() < 1e-6,
-            "eps {eps}: {got} vs {reference}"
-        );
+        assert!((got - reference).abs() < 1e-6, "eps {eps}: {got} vs {reference}");
     }
-    let per = LabelSmoothingCrossEntropy::new(0.1)
-        .unwrap()
-        .forward_per_sample(logits.clone(), labels.clone());
+    let per = LabelSmoothingCrossEntropy::new(0.1).unwrap().forward_per_sample(logits.clone(), labels.clone());
     assert_all_close(&vec_of(&per), &torch_none_01, 1e-6);
-    assert!(
-        (scalar(&label_smoothing_cross_entropy(logits, labels, 0.1)) - torch[1].1).abs() < 1e-6
-    );
+    assert!((scalar(&label_smoothing_cross_entropy(logits, labels, 0.1)) - torch[1].1).abs() < 1e-6);
     assert!(LabelSmoothingCrossEntropy::new(1.5).is_err());
 }
 
@@ -313,12 +207,9 @@ fn label_smoothing_matches_pytorch() {
 fn label_smoothing_gradient_is_softmax_minus_smoothed_target() {
     let device = Device::flex().autodiff();
     let eps = 0.1;
-    let logits =
-        Tensor::<2>::from_floats(LOGITS.map(|r| r.map(|v| v as f32)), &device).require_grad();
+    let logits = Tensor::<2>::from_floats(LOGITS.map(|r| r.map(|v| v as f32)), &device).require_grad();
     let labels = Tensor::<1, Int>::from_ints([0, 2, 2, 1], &device);
-    let loss = LabelSmoothingCrossEntropy::new(eps)
-        .unwrap()
-        .forward(logits.clone(), labels);
+    let loss = LabelSmoothingCrossEntropy::new(eps).unwrap().forward(logits.clone(), labels);
     let grads = loss.backward();
     let mut expected = Vec::new();
     for (row, y) in LOGITS.iter().zip(LABELS) {
@@ -344,21 +235,9 @@ fn early_stopping_stops_after_patience() {
     assert_eq!(decisions[3], StopDecision::Improved);
     assert_eq!(decisions[4], StopDecision::Wait { bad_epochs: 1 });
     assert_eq!(decisions[5], StopDecision::Wait { bad_epochs: 2 });
-    assert_eq!(
-        decisions[6],
-        StopDecision::Stop {
-            best_epoch: 3,
-            best: 0.79
-        }
-    );
+    assert_eq!(decisions[6], StopDecision::Stop { best_epoch: 3, best: 0.79 });
     // Once stopped it stays stopped, even if a better value comes.
-    assert_eq!(
-        decisions[7],
-        StopDecision::Stop {
-            best_epoch: 3,
-            best: 0.79
-        }
-    );
+    assert_eq!(decisions[7], StopDecision::Stop { best_epoch: 3, best: 0.79 });
     assert!(es.should_stop());
     assert_eq!(es.stopped_at(), Some(6));
     assert_eq!(es.best_epoch(), Some(3));
@@ -376,13 +255,7 @@ fn early_stopping_stops_after_patience() {
     assert_eq!(es.step(f64::NAN), StopDecision::Wait { bad_epochs: 1 });
     let json = serde_json_like(&es);
     assert!(json.contains("Max"));
-    assert_eq!(
-        es.step(0.55),
-        StopDecision::Stop {
-            best_epoch: 1,
-            best: 0.6
-        }
-    );
+    assert_eq!(es.step(0.55), StopDecision::Stop { best_epoch: 1, best: 0.6 });
     es.reset();
     assert_eq!((es.epochs(), es.best(), es.should_stop()), (0, None, false));
     assert_eq!(es.patience, 2);

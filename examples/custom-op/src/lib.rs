@@ -16,7 +16,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::{adaptive_avg_pool2d, conv2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use kiln_layers::trace::{cost, ops, scoped, trace_in, Node, OpCost, Spatial, Trace, TraceError, Tracer};
+use kiln_layers::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, cost, ops, scoped, trace_in};
 use kiln_layers::{ConvBnAct, ConvBnActConfig};
 use kiln_models::{ModelEntry, OpEntry, Registry, ZooError};
 
@@ -71,7 +71,12 @@ impl Trace for BlurPool2d {
             .detail(format!("{} ch, binomial 3x3 s2", self.channels))
             .macs(macs)
             .flops(2 * macs)
-            .spatial(Spatial::Window { kernel: vec![3, 3], stride: vec![2, 2], padding: vec![1, 1], dilation: vec![1, 1] });
+            .spatial(Spatial::Window {
+                kernel: vec![3, 3],
+                stride: vec![2, 2],
+                padding: vec![1, 1],
+                dilation: vec![1, 1],
+            });
         Ok(t.op(None, &[&x], out, c))
     }
 }

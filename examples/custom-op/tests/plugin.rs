@@ -1,7 +1,7 @@
 //! The plugin is analyzed by kiln's own command path, with exact numbers.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use kiln_example_custom_op::{registry, BlurPool2d};
+use kiln_example_custom_op::{BlurPool2d, registry};
 use kiln_models::ModelOptions;
 
 #[test]
@@ -19,7 +19,15 @@ fn blur_pool_blurs_and_downsamples() {
 fn plugin_model_is_analyzed_through_the_cli_path() {
     let device = Device::flex();
     let reg = registry();
-    let report = kiln_cli::analyze_model(&reg, "blurnet", &ModelOptions { num_classes: 10, ..Default::default() }, None, 1, &device).unwrap();
+    let report = kiln_cli::analyze_model(
+        &reg,
+        "blurnet",
+        &ModelOptions { num_classes: 10, ..Default::default() },
+        None,
+        1,
+        &device,
+    )
+    .unwrap();
     // convs: 3*16*9 + 16*32*9 + 32*64*9 (no bias) + BN 2*(16+32+64); fc 64*10+10.
     assert_eq!(report.total.params, 432 + 4608 + 18432 + 224 + 650);
     assert_eq!(report.total.buffers, 224);
@@ -58,7 +66,8 @@ fn plugin_binary_runs_the_same_analyze_command() {
     assert_eq!(v["total"]["receptive_field"], 21);
     assert!(v["layers"].as_array().unwrap().iter().any(|l| l["op"] == "BlurPool2d"));
     // Built-in models are still there, and unknown names fail with exit code 2.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-custom-op")).args(["analyze", "nope"]).output().unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln-custom-op")).args(["analyze", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown model 'nope'") && err.contains("blurnet") && err.contains("mobilenet_v2"), "{err}");
