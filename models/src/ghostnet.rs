@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind, ConvBnAct, make_divisible};
@@ -72,20 +72,7 @@ pub struct GhostNetConfig {
     pub drop_rate: f64,
 }
 
-/// A plain `nn.Conv2d` without bias, "same" padding for odd kernels (PyTorch's default init).
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize, device: &Device) -> Conv2d {
-    let p = k / 2;
-    Conv2dConfig::new([cin, cout], [k, k])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .with_groups(groups)
-        .with_bias(false)
-        .init(device)
-}
-
-fn bn(c: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(c).init(device)
-}
+use crate::common::{bn, conv};
 
 /// `nn.Sequential(Conv2d, BatchNorm2d, act)`: children `0`, `1`, `2` (`2` is `nn.Identity` when
 /// `act` is [`ActKind::Identity`]).

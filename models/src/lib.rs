@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor};
 use kiln_layers::Trace;
 
 pub mod autoencoder;
+mod common;
 pub mod deeplab;
 pub mod densenet;
 pub mod efficientnet;
@@ -71,26 +72,15 @@ pub trait ZooModel: Trace + Send + Sync + std::fmt::Debug {
 #[macro_export]
 macro_rules! zoo_model {
     ($ty:ty, logits) => {
-        impl $crate::ZooModel for $ty {
-            fn forward(&self, x: burn::tensor::Tensor<4>) -> $crate::Output {
-                $crate::Output::Logits(<$ty>::forward(self, x))
-            }
-            fn num_params(&self) -> usize {
-                burn::module::Module::num_params(self)
-            }
-            fn load_pytorch(
-                &mut self,
-                path: &std::path::Path,
-                input: &[usize],
-            ) -> Result<$crate::LoadReport, $crate::WeightError> {
-                $crate::weights::load_pytorch(self, path, input)
-            }
-        }
+        $crate::zoo_model!(@impl $ty, Logits);
     };
     ($ty:ty, map) => {
+        $crate::zoo_model!(@impl $ty, Map);
+    };
+    (@impl $ty:ty, $variant:ident) => {
         impl $crate::ZooModel for $ty {
             fn forward(&self, x: burn::tensor::Tensor<4>) -> $crate::Output {
-                $crate::Output::Map(<$ty>::forward(self, x))
+                $crate::Output::$variant(<$ty>::forward(self, x))
             }
             fn num_params(&self) -> usize {
                 burn::module::Module::num_params(self)

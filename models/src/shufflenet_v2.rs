@@ -2,9 +2,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind, ChannelShuffle, ChannelShuffleConfig};
@@ -43,19 +43,7 @@ pub struct ShuffleNetV2Config {
     pub in_channels: usize,
 }
 
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize, device: &Device) -> Conv2d {
-    let p = k / 2;
-    Conv2dConfig::new([cin, cout], [k, k])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .with_groups(groups)
-        .with_bias(false)
-        .init(device)
-}
-
-fn bn(c: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(c).init(device)
-}
+use crate::common::{bn, conv};
 
 impl ShuffleNetV2Config {
     /// The torchvision model of width `width` (0.5, 1.0, 1.5 or 2.0).

@@ -226,15 +226,7 @@ pub fn run_pretrained(
         return Err(shape_err("expected a rank-4 NCHW array".into()));
     }
     // Check the shape by tracing before touching any tensor: a bad shape is an error, not a panic.
-    struct Null;
-    impl Tracer for Null {
-        fn enter(&mut self, _: &str) {}
-        fn exit(&mut self) {}
-        fn op(&mut self, _: Option<&str>, _: &[&Node], output: Vec<usize>, _: OpCost) -> Node {
-            Node { id: 0, shape: output }
-        }
-    }
-    model.trace(&mut Null, Node { id: 0, shape: input.shape.clone() }).map_err(|e| shape_err(e.to_string()))?;
+    kiln_analyze::analyze(model.as_ref(), name, &input.shape).map_err(|e| shape_err(e.to_string()))?;
     model.load_pytorch(weights, &input.shape)?;
     let shape: [usize; 4] = input.shape.clone().try_into().expect("rank 4");
     let x = burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(input.data.clone(), shape), device);

@@ -87,7 +87,6 @@ impl Analyzer {
                 self.storage_bytes.len() - 1
             }
         };
-        let _ = shape;
         self.nodes.push(NodeInfo { rf, storage });
         self.nodes.len() - 1
     }
@@ -124,7 +123,7 @@ impl Analyzer {
         out
     }
 
-    fn propagate(&mut self, inputs: &[&Node], out_rank: usize, spatial: &Spatial) -> RfState {
+    fn propagate(&mut self, inputs: &[&Node], spatial: &Spatial) -> RfState {
         let mut s = if inputs.is_empty() {
             RfState { rf: vec![], jump: vec![], pad: vec![], global: false, unknown: false }
         } else {
@@ -160,8 +159,6 @@ impl Analyzer {
             }
             Spatial::Unknown => s.unknown = true,
         }
-        // A rank change that drops spatial dims (without Collapse) keeps the last known state.
-        let _ = out_rank;
         s
     }
 
@@ -279,7 +276,7 @@ impl Tracer for Analyzer {
     }
 
     fn op(&mut self, name: Option<&str>, inputs: &[&Node], output: Vec<usize>, cost: OpCost) -> Node {
-        let rf = self.propagate(inputs, output.len(), &cost.spatial);
+        let rf = self.propagate(inputs, &cost.spatial);
         let view_of = if cost.view { inputs.first().map(|n| n.id) } else { None };
         let id = self.push_node(output.clone(), rf, view_of);
         let (receptive_field, effective_stride, effective_padding) = self.rf_of(id);

@@ -372,8 +372,8 @@ fn list(registry: &Registry, device: &Device) -> Result<String, CliError> {
         s += &format!(
             "{:<22} {:>14} {:>16}  {:<12} {}\n",
             e.name,
-            kiln_analyze_thousands(r.total.params),
-            kiln_analyze_thousands(r.total.macs),
+            kiln_analyze::thousands(r.total.params),
+            kiln_analyze::thousands(r.total.macs),
             input,
             desc
         );
@@ -385,8 +385,4 @@ fn list(registry: &Registry, device: &Device) -> Result<String, CliError> {
         }
     }
     Ok(s)
-}
-
-fn kiln_analyze_thousands(v: u64) -> String {
-    kiln_analyze::thousands(v)
 }
