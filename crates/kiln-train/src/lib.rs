@@ -1,0 +1,1 @@
+//! Training zoo models on a runtime-chosen backend with burn-train's Learner: data, optimizers, regularization, metrics, reports
