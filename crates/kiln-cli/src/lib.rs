@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod bench;
+mod compress;
+mod train;
+mod unsupervised;
 use kiln_analyze::Report;
 use kiln_models::{ModelOptions, Registry};
 
@@ -83,6 +88,16 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Load a torchvision / timm state_dict (.pth), run the model on a .npy input, write a .npy.
     Run(RunArgs),
+    /// Train a zoo model on a dataset (burn-train Learner): metrics.json, curves.svg, report.md, model.
+    Train(train::TrainArgs),
+    /// Compress a trained model: pruning, BN folding, int8 quantization, distillation.
+    Compress(compress::CompressArgs),
+    /// k-means clustering of a dataset's pixels (purity, NMI, inertia).
+    Cluster(unsupervised::ClusterArgs),
+    /// Train a Bernoulli RBM with contrastive divergence; filter and sample pictures.
+    Rbm(unsupervised::RbmArgs),
+    /// Benchmarks, optionally side by side with PyTorch (--compare-torch).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +196,11 @@ where
     let result = match cli.command {
         Command::Analyze(a) => run_analyze(&registry, &a).map(|s| print!("{s}")),
         Command::Run(r) => run_run(&registry, &r).map(|s| eprintln!("{s}")),
+        Command::Train(a) => train::run(&registry, &a),
+        Command::Compress(a) => compress::run(&registry, &a),
+        Command::Cluster(a) => unsupervised::run_cluster(&registry, &a),
+        Command::Rbm(a) => unsupervised::run_rbm(&registry, &a),
+        Command::Bench(a) => bench::run(&registry, &a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,1 @@
+//! Compression of zoo models: pruning, BN folding, int8 quantization, distillation.
