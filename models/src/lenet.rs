@@ -26,7 +26,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, trace_in};
 use kiln_layers::{Act, ActKind};
@@ -48,6 +48,9 @@ pub struct LeNet5Config {
     /// Input channels (1 for MNIST).
     #[config(default = 1)]
     pub in_channels: usize,
+    /// Dropout before each fully connected layer (0 = none, the classic LeNet-5).
+    #[config(default = 0.0)]
+    pub dropout: f64,
 }
 
 impl LeNet5Config {
@@ -65,6 +68,7 @@ impl LeNet5Config {
             fc1: LinearConfig::new(c2 * 5 * 5, f1).init(device),
             fc2: LinearConfig::new(f1, f2).init(device),
             fc3: LinearConfig::new(f2, self.num_classes).init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct LeNet5 {
     pub fc2: Linear,
     /// `84 -> num_classes`.
     pub fc3: Linear,
+    /// Dropout before `fc1`, `fc2` and `fc3` (probability 0 by default: the identity).
+    pub dropout: Dropout,
 }
 
 impl LeNet5 {
@@ -97,10 +103,17 @@ impl LeNet5 {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.pool.forward(self.relu.forward(self.conv1.forward(x)));
         let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
-        let x = x.flatten::<2>(1, 3);
-        let x = self.relu.forward(self.fc1.forward(x));
-        let x = self.relu.forward(self.fc2.forward(x));
+        let x = self.dropout.forward(x.flatten::<2>(1, 3));
+        let x = self.dropout.forward(self.relu.forward(self.fc1.forward(x)));
+        let x = self.dropout.forward(self.relu.forward(self.fc2.forward(x)));
         self.fc3.forward(x)
+    }
+}
+
+impl LeNet5 {
+    /// Dropout appears in the trace only when it is on, so the classic LeNet-5 reads as before.
+    fn trace_dropout(&self, t: &mut dyn Tracer, name: &str, x: Node) -> Result<Node, TraceError> {
+        if self.dropout.prob > 0.0 { trace_in(t, name, &self.dropout, x) } else { Ok(x) }
     }
 }
 
@@ -113,10 +126,13 @@ impl Trace for LeNet5 {
         let x = trace_in(t, "relu2", &self.relu, x)?;
         let x = trace_in(t, "pool2", &self.pool, x)?;
         let x = ops::flatten(t, Some("flatten"), &x)?;
+        let x = self.trace_dropout(t, "drop1", x)?;
         let x = trace_in(t, "fc1", &self.fc1, x)?;
         let x = trace_in(t, "relu3", &self.relu, x)?;
+        let x = self.trace_dropout(t, "drop2", x)?;
         let x = trace_in(t, "fc2", &self.fc2, x)?;
         let x = trace_in(t, "relu4", &self.relu, x)?;
+        let x = self.trace_dropout(t, "drop3", x)?;
         trace_in(t, "fc3", &self.fc3, x)
     }
 }
@@ -132,7 +148,13 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         num_classes: 10,
         build: |o: &ModelOptions, d| {
             o.no_width("lenet5")?;
-            Ok(Box::new(LeNet5Config::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).init(d)))
+            Ok(Box::new(
+                LeNet5Config::new()
+                    .with_num_classes(o.num_classes)
+                    .with_in_channels(o.in_channels)
+                    .with_dropout(o.dropout.unwrap_or(0.0))
+                    .init(d),
+            ))
         },
     }]
 }

@@ -65,6 +65,14 @@ pub trait ZooModel: Trace + Send + Sync + std::fmt::Debug {
     /// Loads a torchvision / timm `state_dict` file (see [`weights::load_pytorch`]); `input` is
     /// any input shape the model accepts, e.g. `[1, 3, 224, 224]`.
     fn load_pytorch(&mut self, path: &std::path::Path, input: &[usize]) -> Result<LoadReport, WeightError>;
+    /// Saves the parameters (and BatchNorm statistics) to a Burn burnpack file (what
+    /// `cargo xtask train` writes as `model.bpk`). Written to a temporary file, then renamed.
+    fn save_file(&self, path: &std::path::Path) -> Result<(), WeightError>;
+    /// Loads a burnpack file written by [`ZooModel::save_file`] from a model built with the same
+    /// options; shape mismatches are errors.
+    fn load_file(&mut self, path: &std::path::Path) -> Result<(), WeightError>;
+    /// The concrete model, for code that needs its type (the trainer downcasts with it).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
 /// Implements [`ZooModel`] for a Burn module with `fn forward(&self, Tensor<4>) -> Tensor<2>`
@@ -91,6 +99,16 @@ macro_rules! zoo_model {
                 input: &[usize],
             ) -> Result<$crate::LoadReport, $crate::WeightError> {
                 $crate::weights::load_pytorch(self, path, input)
+            }
+            fn save_file(&self, path: &std::path::Path) -> Result<(), $crate::WeightError> {
+                $crate::weights::save_burnpack(self, path)
+            }
+            fn load_file(&mut self, path: &std::path::Path) -> Result<(), $crate::WeightError> {
+                *self = $crate::weights::load_burnpack(self.clone(), path)?;
+                Ok(())
+            }
+            fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+                self
             }
         }
     };

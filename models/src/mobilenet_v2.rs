@@ -139,6 +139,7 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
                     .with_num_classes(o.num_classes)
                     .with_width_mult(o.width_mult)
                     .with_in_channels(o.in_channels)
+                    .with_dropout(o.dropout.unwrap_or(0.2))
                     .init(d),
             ))
         },

@@ -17,11 +17,14 @@ pub struct ModelOptions {
     /// Input channels; 0 (the default) means the model's own (its entry's `default_input[0]`:
     /// 3 for ImageNet nets, 1 for the MNIST nets). [`Registry::build`] resolves it.
     pub in_channels: usize,
+    /// Dropout probability of the model's dropout layers; `None` keeps the model's default
+    /// (torchvision's). [`Registry::build`] rejects it for models without a dropout layer.
+    pub dropout: Option<f64>,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { num_classes: 0, width_mult: 1.0, in_channels: 0 }
+        Self { num_classes: 0, width_mult: 1.0, in_channels: 0, dropout: None }
     }
 }
 
@@ -38,6 +41,11 @@ impl ModelOptions {
     pub fn validate(&self) -> Result<(), ZooError> {
         if !(self.width_mult > 0.0 && self.width_mult <= 8.0) {
             return Err(ZooError::InvalidOption(format!("width_mult must be in (0, 8], got {}", self.width_mult)));
+        }
+        if let Some(p) = self.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(ZooError::InvalidOption(format!("dropout must be in [0, 1), got {p}")));
         }
         Ok(())
     }
@@ -218,7 +226,27 @@ impl Registry {
         if options.num_classes == 0 {
             options.num_classes = entry.num_classes;
         }
-        (entry.build)(&options, device)
+        let model = (entry.build)(&options, device)?;
+        if let Some(p) = options.dropout
+            && p > 0.0
+        {
+            // The trace lists the model's ops; a dropout option on a model without a dropout
+            // layer would otherwise be silently ignored.
+            let mut input = vec![1];
+            input.extend(entry.default_input);
+            input[1] = options.in_channels;
+            let has_dropout = kiln_analyze::analyze(&*model, &entry.name, &input)
+                .map(|r| r.layers.iter().any(|l| l.op == "Dropout"))
+                .unwrap_or(false);
+            if !has_dropout {
+                return Err(ZooError::InvalidOption(format!(
+                    "{} has no dropout layer, so --dropout cannot apply (models with one: lenet5, vgg16, \
+                     mobilenet_v2, mobilenet_v3_*, efficientnet_b0, ghostnet, deeplab_mobilenet_v2)",
+                    entry.name
+                )));
+            }
+        }
+        Ok(model)
     }
 }
 

@@ -52,6 +52,47 @@ pub enum WeightError {
     /// The model could not be traced (a bug in the model's `Trace`).
     #[error("cannot name the model's tensors: {0}")]
     Trace(String),
+    /// A burnpack file could not be written or read, or does not fit the model.
+    #[error("{path}: {reason}")]
+    Burnpack {
+        /// The file.
+        path: String,
+        /// What went wrong, on one line.
+        reason: String,
+    },
+}
+
+/// Saves `model`'s parameters and buffers to the burnpack file `path`, through a temporary file in
+/// the same folder that is renamed into place (no partial file on failure).
+pub fn save_burnpack<M: burn::module::Module>(model: &M, path: &Path) -> Result<(), WeightError> {
+    let err = |reason: String| WeightError::Burnpack { path: path.display().to_string(), reason };
+    let tmp = path.with_extension("bpk.partial");
+    let result = model.clone().save_file(&tmp).map_err(|e| err(one_line(&e.to_string())));
+    let result = result.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err(e.to_string())));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Loads a burnpack file written by [`save_burnpack`] into `model` (built with the same options).
+pub fn load_burnpack<M: burn::module::Module>(model: M, path: &Path) -> Result<M, WeightError> {
+    if !path.is_file() {
+        return Err(WeightError::NotFound(path.display().to_string()));
+    }
+    let err = |reason: String| WeightError::Burnpack { path: path.display().to_string(), reason };
+    let record = burn::store::ModuleRecord::load(path)
+        .map_err(|e| err(format!("not a readable Burn burnpack file ({})", one_line(&e.to_string()))))?;
+    model.try_load_record(record).map_err(|e| {
+        err(format!(
+            "does not fit the model ({}); was it saved from the same model and options?",
+            one_line(&e.to_string())
+        ))
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn describe(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {

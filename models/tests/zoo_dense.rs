@@ -89,7 +89,7 @@ struct Expect {
 }
 
 fn opts(num_classes: usize, width_mult: f64, in_channels: usize) -> ModelOptions {
-    ModelOptions { num_classes, width_mult, in_channels }
+    ModelOptions { num_classes, width_mult, in_channels, dropout: None }
 }
 
 fn expectations() -> Vec<Expect> {

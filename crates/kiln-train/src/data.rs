@@ -1,0 +1,117 @@
+//! Feeding a kiln-data split to a model: index datasets for burn's `DataLoader`, a batcher that
+//! augments (on the raw `[0, 1]` pixels), scales (with the training split's statistics) and adapts
+//! the images to the model's input (channel repeat, resize).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset as BurnDataset;
+use burn::module::Module;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Tensor};
+use kiln_data::{Augment, ImageDataset, Scaler};
+use serde::{Deserialize, Serialize};
+
+use crate::model::ImageBatch;
+
+/// How the data's images are turned into the model's input (saved with the model, applied again by
+/// `cargo xtask run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputAdapter {
+    /// The data's image shape `[C, H, W]`.
+    pub data_shape: [usize; 3],
+    /// The model's input `[C, H, W]` after adaptation.
+    pub model_shape: [usize; 3],
+    /// The scaling fitted on the training split.
+    pub scaler: Scaler,
+    /// Repeat the channels (1 -> model channels) before the model.
+    pub repeat_channels: bool,
+    /// Bilinear resize to the model's `H x W` before the model.
+    pub resize: bool,
+    /// What was done, in words (for the report).
+    pub description: String,
+}
+
+impl InputAdapter {
+    /// Scales and adapts a batch of raw images `[N, C, H, W]` (pixels as the dataset gives them).
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.scaler.apply_batch(x);
+        let [n, c, h, w] = x.dims();
+        let [mc, mh, mw] = self.model_shape;
+        let x = if self.repeat_channels && c != mc { x.expand([n, mc, h, w]) } else { x };
+        if self.resize && (h != mh || w != mw) {
+            interpolate(x, InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([mh, mw]))
+        } else {
+            x
+        }
+    }
+}
+
+/// A dataset of indices `0..len` (burn's loader shuffles and batches indices; the batcher reads
+/// the images).
+#[derive(Clone, Debug)]
+pub struct IndexDataset(pub usize);
+
+impl BurnDataset<usize> for IndexDataset {
+    fn get(&self, index: usize) -> Result<usize, burn::data::dataset::DatasetError> {
+        Ok(index)
+    }
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// Builds [`ImageBatch`]es from indices into one split.
+pub struct ImageBatcher {
+    data: Arc<ImageDataset>,
+    adapter: Arc<InputAdapter>,
+    augment: Option<Augment>,
+    seed: u64,
+    calls: AtomicU64,
+}
+
+impl ImageBatcher {
+    /// A batcher over `data`; `augment` (training only) is seeded per batch from `seed`, so a run
+    /// is reproducible.
+    pub fn new(data: Arc<ImageDataset>, adapter: Arc<InputAdapter>, augment: Option<Augment>, seed: u64) -> Self {
+        Self { data, adapter, augment, seed, calls: AtomicU64::new(0) }
+    }
+}
+
+impl Batcher<usize, ImageBatch> for ImageBatcher {
+    fn batch(&self, items: Vec<usize>, device: &Device) -> ImageBatch {
+        let (x, y) = match &self.augment {
+            Some(aug) => {
+                let call = self.calls.fetch_add(1, Ordering::Relaxed);
+                let seed = self.seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                self.data.batch_augmented(&items, aug, seed, device)
+            }
+            None => self.data.batch(&items, device),
+        };
+        ImageBatch { images: self.adapter.apply(x), targets: y }
+    }
+}
+
+/// Runs `model` over a whole split in batches (inference mode) and returns what `f` folds.
+pub fn for_each_batch<M: Module>(
+    model: &M,
+    data: &ImageDataset,
+    adapter: &InputAdapter,
+    batch_size: usize,
+    device: &Device,
+    mut f: impl FnMut(&M, Tensor<4>, Vec<usize>, Tensor<4>),
+) {
+    let n = data.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch_size).min(n);
+        let idx: Vec<usize> = (start..end).collect();
+        let (raw, _) = data.batch(&idx, device);
+        let labels = idx.iter().map(|&i| data.label(i)).collect();
+        let x = adapter.apply(raw.clone());
+        f(model, x, labels, raw);
+        start = end;
+    }
+}

@@ -1,0 +1,479 @@
+//! The training run: data preparation, model adaptation, burn-train's Learner, evaluation and the
+//! files in `--out`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdaGradConfig, AdamConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::tensor::{Device, Tensor};
+use burn::train::metric::store::EventStoreClient;
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{EarlyStoppingStrategy, Learner, SupervisedTraining};
+use kiln_data::{Augment, Dataset, ImageDataset, ScaleKind, Scaler};
+use kiln_metrics::{ConfusionMatrix, OverfittingDetector};
+use kiln_models::{Output, Registry};
+use kiln_regularize::{EarlyStopping, Mode};
+
+use crate::config::{ChannelAdapt, Display, OptimizerKind, TrainConfig};
+use crate::data::{ImageBatcher, IndexDataset, InputAdapter, for_each_batch};
+use crate::init::initialize;
+use crate::model::{AnyModel, Distillation, StepContext, Task, Trainee};
+use crate::recorder::{EpochRecord, Recorder};
+use crate::renderer::SilentRenderer;
+use crate::report::TrainReport;
+use crate::saved::{self, ModelSpec};
+use crate::TrainError;
+
+/// The three splits a run uses, unscaled (pixels as the dataset gives them).
+#[derive(Clone, Debug)]
+pub struct Splits {
+    /// Training images (after the validation hold-out and `--train-limit`).
+    pub train: Arc<ImageDataset>,
+    /// Validation images (held out from the training split).
+    pub val: Arc<ImageDataset>,
+    /// Test images (the dataset's test split; 20 % of the training split when it has none).
+    pub test: Arc<ImageDataset>,
+    /// A note when the test split had to be carved out of the training split.
+    pub note: Option<String>,
+}
+
+/// Loads `cfg.dataset` and splits it (seeded).
+pub fn load_splits(cfg: &TrainConfig) -> Result<Splits, TrainError> {
+    let ds = Dataset::load(&cfg.dataset, cfg.format)?;
+    let (train_full, test, note) = match ds.test {
+        Some(test) => (ds.train, test, None),
+        None => {
+            let (train, test) = ds.train.split_validation(0.2, cfg.seed ^ 0x7E57)?;
+            (train, test, Some("the dataset has no test split: 20 % of its training images are held out as test".into()))
+        }
+    };
+    let (mut train, val) = train_full.split_validation(cfg.val_fraction, cfg.seed)?;
+    if let Some(limit) = cfg.train_limit {
+        let idx: Vec<usize> = (0..limit.min(train.len())).collect();
+        train = train.subset(&idx)?;
+    }
+    Ok(Splits { train: Arc::new(train), val: Arc::new(val), test: Arc::new(test), note })
+}
+
+/// A model ready to train: built, initialized, its input adapter and spec decided.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The model (on the autodiff version of the run's device).
+    pub model: AnyModel,
+    /// Its spec (saved as `model.json`).
+    pub spec: ModelSpec,
+    /// The data.
+    pub splits: Splits,
+}
+
+/// Builds `cfg.model` for `cfg.dataset` on `device`: decides the task and the input adaptation
+/// (stem channels or channel repeat, resize), fits the scaler on the training split and
+/// initializes the weights.
+pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
+    cfg.validate()?;
+    let entry = registry.get(&cfg.model)?.clone();
+    let splits = load_splits(cfg)?;
+    let data_shape = splits.train.image_shape();
+    let [dc, dh, dw] = data_shape;
+    let [nc, nh, nw] = entry.default_input;
+
+    let (in_channels, repeat, channel_note) = if dc == nc {
+        (nc, false, None)
+    } else {
+        match cfg.channels {
+            ChannelAdapt::Stem => (dc, false, Some(format!("first convolution built for {dc} channel(s) (native {nc})"))),
+            ChannelAdapt::Repeat if dc == 1 => {
+                (nc, true, Some(format!("1-channel images repeated to {nc} channels")))
+            }
+            ChannelAdapt::Repeat => {
+                return Err(TrainError::Mismatch(format!(
+                    "{} takes {nc} channels and the data has {dc}: channel repeat only applies to 1-channel \
+                     images; use --channels stem",
+                    entry.name
+                )));
+            }
+        }
+    };
+    let (mh, mw) = match cfg.resize {
+        Some(r) => (r, r),
+        None => (dh, dw),
+    };
+    let size_note = if (mh, mw) != (dh, dw) {
+        format!("resized bilinearly from {dh}x{dw} to {mh}x{mw} (native {nh}x{nw})")
+    } else if (mh, mw) != (nh, nw) {
+        format!("fed at {mh}x{mw} (native {nh}x{nw}; the network's global pooling adapts)")
+    } else {
+        format!("{mh}x{mw} (native)")
+    };
+    let num_classes = if cfg.num_classes > 0 { cfg.num_classes } else { splits.train.num_classes() };
+    let options = kiln_models::ModelOptions { num_classes, width_mult: cfg.width_mult, in_channels, dropout: cfg.dropout };
+    device.seed(cfg.seed);
+    // Built on the autodiff device so that its parameters are tracked when the Learner trains it.
+    let zoo = registry.build(&entry.name, &options, &device.clone().autodiff())?;
+    let input = [1, in_channels, mh, mw];
+    let report = kiln_analyze::analyze(&*zoo, &entry.name, &input).map_err(|e| {
+        TrainError::Mismatch(format!(
+            "{} cannot take {}x{}x{} inputs ({e}); try --resize {nh}",
+            entry.name, in_channels, mh, mw
+        ))
+    })?;
+    let out_shape = report.layers.last().map(|l| l.output_shape.clone()).unwrap_or_default();
+    let task = if out_shape.len() == 2 {
+        Task::Classification
+    } else if out_shape == input {
+        Task::Reconstruction
+    } else {
+        return Err(TrainError::Unsupported(format!(
+            "{} outputs {:?} maps (dense prediction); training it needs per-pixel masks, which the supported \
+             dataset formats (IDX, CIFAR-10, image folders) do not have",
+            entry.name, out_shape
+        )));
+    };
+    let scale = match (cfg.scale, task) {
+        (Some(k), _) => k,
+        (None, Task::Classification) => ScaleKind::ZScore,
+        (None, Task::Reconstruction) => ScaleKind::Identity,
+    };
+    let scaler = Scaler::fit(scale, &splits.train)?;
+    let mut notes: Vec<String> = channel_note.into_iter().collect();
+    notes.push(size_note);
+    notes.push(format!("{} scaling fitted on the training split", scale.name()));
+    let adapter = InputAdapter {
+        data_shape,
+        model_shape: [in_channels, mh, mw],
+        scaler,
+        repeat_channels: repeat,
+        resize: (mh, mw) != (dh, dw),
+        description: notes.join("; "),
+    };
+    let model = AnyModel::from_zoo(zoo, &entry.name)?;
+    let model = initialize(model, cfg.init);
+    let spec = ModelSpec {
+        format: 1,
+        model: entry.name.clone(),
+        num_classes,
+        width_mult: cfg.width_mult,
+        in_channels,
+        dropout: cfg.dropout,
+        task,
+        input: adapter,
+        class_names: splits.train.class_names().to_vec(),
+        dataset: cfg.dataset.clone(),
+    };
+    Ok(Prepared { model, spec, splits })
+}
+
+/// What a finished run returns.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// Its report (also written as `metrics.json` / `report.md`).
+    pub report: TrainReport,
+    /// The trained model (inference mode).
+    pub model: AnyModel,
+    /// Its spec.
+    pub spec: ModelSpec,
+}
+
+/// Builds, trains, evaluates and saves `cfg.model`: the `cargo xtask train` pipeline.
+/// `backend` names `device`'s backend in the report.
+pub fn train(registry: &Registry, cfg: &TrainConfig, backend: &str, device: &Device) -> Result<TrainOutcome, TrainError> {
+    let prepared = prepare(registry, cfg, device)?;
+    fit(prepared, cfg, None, backend, device)
+}
+
+/// Early stopping as burn-train asks for it, decided by kiln-regularize's [`EarlyStopping`] on
+/// the validation loss the steps recorded.
+#[derive(Clone)]
+struct ValLossStopping {
+    state: Arc<Mutex<EarlyStopping>>,
+    recorder: Arc<Mutex<Recorder>>,
+}
+
+impl EarlyStoppingStrategy for ValLossStopping {
+    fn should_stop(&mut self, _epoch: usize, _store: &EventStoreClient) -> bool {
+        let val = self.recorder.lock().expect("recorder").current_val_loss();
+        match val {
+            Some(v) => self.state.lock().expect("early stopping").step(v).should_stop(),
+            None => false,
+        }
+    }
+}
+
+fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+    let decay = (cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32));
+    let momentum = |nesterov| MomentumConfig::new().with_momentum(0.9).with_dampening(0.0).with_nesterov(nesterov);
+    match cfg.optimizer {
+        OptimizerKind::Gd | OptimizerKind::Sgd => SgdConfig::new().with_weight_decay(decay).init(),
+        OptimizerKind::Momentum => SgdConfig::new().with_weight_decay(decay).with_momentum(Some(momentum(false))).init(),
+        OptimizerKind::Nesterov => SgdConfig::new().with_weight_decay(decay).with_momentum(Some(momentum(true))).init(),
+        OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay).init(),
+        OptimizerKind::AdaGrad => AdaGradConfig::new().with_weight_decay(decay).init(),
+        OptimizerKind::RmsProp => {
+            RmsPropConfig::new().with_alpha(0.99).with_momentum(0.0).with_epsilon(1e-8).with_weight_decay(decay).init()
+        }
+    }
+}
+
+const HISTORY_FILE: &str = "history.json";
+
+fn last_checkpoint(dir: &Path, max_epoch: usize) -> Option<usize> {
+    let entries = std::fs::read_dir(dir.join("checkpoint")).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_prefix("model-")?.split('.').next()?.parse::<usize>().ok()
+        })
+        .filter(|&n| n <= max_epoch)
+        .max()
+}
+
+/// Trains a prepared model with `cfg`'s optimizer and regularization (optionally distilling from
+/// a teacher), evaluates it on the test split and writes the outputs into `cfg.out`.
+pub fn fit(
+    prepared: Prepared,
+    cfg: &TrainConfig,
+    distillation: Option<Distillation>,
+    backend: &str,
+    device: &Device,
+) -> Result<TrainOutcome, TrainError> {
+    let Prepared { model, spec, splits } = prepared;
+    let out = cfg.out.clone();
+    std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
+    let augment = match &cfg.augment {
+        Some(s) if !s.trim().is_empty() => {
+            Some(Augment::parse(s).map_err(|e| TrainError::InvalidOption(format!("--augment: {e}")))?)
+        }
+        _ => None,
+    };
+
+    // Resume: the history of the finished epochs and the matching checkpoint.
+    let mut history: Vec<EpochRecord> = Vec::new();
+    let mut checkpoint = None;
+    if cfg.resume {
+        let text = std::fs::read_to_string(out.join(HISTORY_FILE)).map_err(|_| {
+            TrainError::InvalidOption(format!(
+                "--resume: {} holds no previous run ({HISTORY_FILE} missing); drop --resume to start one",
+                out.display()
+            ))
+        })?;
+        history = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Saved(format!("{}: {e}", out.join(HISTORY_FILE).display())))?;
+        let epoch = last_checkpoint(&out, history.len()).ok_or_else(|| {
+            TrainError::InvalidOption(format!("--resume: no checkpoint in {}/checkpoint", out.display()))
+        })?;
+        history.truncate(epoch);
+        if epoch >= cfg.epochs {
+            return Err(TrainError::InvalidOption(format!(
+                "--resume: the run in {} already has {epoch} epochs; ask for more with --epochs",
+                out.display()
+            )));
+        }
+        checkpoint = Some(epoch);
+    } else {
+        // A fresh run must not mix with an old one's checkpoints.
+        let _ = std::fs::remove_dir_all(out.join("checkpoint"));
+        let _ = std::fs::remove_file(out.join(HISTORY_FILE));
+    }
+
+    let lr = cfg.lr();
+    let print = cfg.display != Display::Quiet;
+    let history_path = out.join(HISTORY_FILE);
+    let total_epochs = cfg.epochs;
+    let listener: crate::recorder::EpochListener = Box::new(move |e: &EpochRecord, all: &[EpochRecord]| {
+        if print {
+            let acc = |a: Option<f64>| a.map_or(String::new(), |v| format!(" acc {v:.4}"));
+            eprintln!(
+                "epoch {:>3}/{total_epochs}  train loss {:.4}{}  val loss {:.4}{}  ({:.1} s)",
+                e.epoch,
+                e.train_loss,
+                acc(e.train_accuracy),
+                e.val_loss,
+                acc(e.val_accuracy),
+                e.seconds
+            );
+        }
+        let _ = saved::write_atomic(&history_path, serde_json::to_string(all).expect("history").as_bytes());
+    });
+    let recorder = Arc::new(Mutex::new(Recorder::new(history.clone(), lr, Some(listener))));
+    let ctx = StepContext {
+        task: spec.task,
+        l1: cfg.l1,
+        label_smoothing: cfg.label_smoothing,
+        distillation,
+        recorder: recorder.clone(),
+    };
+    let trainee = Trainee::new(model, ctx);
+
+    let adapter = Arc::new(spec.input.clone());
+    let batch = if cfg.optimizer == OptimizerKind::Gd { splits.train.len() } else { cfg.batch_size };
+    let train_loader = DataLoaderBuilder::new(ImageBatcher::new(splits.train.clone(), adapter.clone(), augment, cfg.seed))
+        .batch_size(batch)
+        .shuffle(cfg.seed)
+        .set_device(device.clone())
+        .build(IndexDataset(splits.train.len()));
+    let valid_loader = DataLoaderBuilder::new(ImageBatcher::new(splits.val.clone(), adapter.clone(), None, cfg.seed))
+        .batch_size(cfg.batch_size.max(64))
+        .set_device(device.clone())
+        .build(IndexDataset(splits.val.len()));
+
+    let stopping = cfg.early_stopping.map(|patience| {
+        let mut es = EarlyStopping::new(Mode::Min, patience);
+        for e in &history {
+            es.step(e.val_loss);
+        }
+        ValLossStopping { state: Arc::new(Mutex::new(es)), recorder: recorder.clone() }
+    });
+
+    let mut training = SupervisedTraining::new(&out, train_loader, valid_loader)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .with_default_checkpointers()
+        .num_epochs(cfg.epochs)
+        .with_application_logger(None);
+    if spec.task == Task::Classification {
+        training = training.metric_train_numeric(AccuracyMetric::new()).metric_valid_numeric(AccuracyMetric::new());
+    }
+    let use_tui = cfg.display == Display::Auto && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if !use_tui {
+        training = training.renderer(Box::new(SilentRenderer));
+    }
+    if let Some(s) = &stopping {
+        training = training.early_stopping(s.clone());
+    }
+    if let Some(epoch) = checkpoint {
+        training = training.checkpoint(epoch);
+        if print {
+            eprintln!("resuming {} from epoch {epoch}", out.display());
+        }
+    }
+    let learner = Learner::new(trainee, optimizer(cfg), lr);
+    let result = training.launch(learner);
+    let (epochs, probes) = {
+        let mut rec = recorder.lock().expect("recorder");
+        rec.finish();
+        (rec.epochs.clone(), rec.probes.clone())
+    };
+    let model = result.model.model;
+
+    // Evaluation on the test split.
+    let test = &splits.test;
+    let mut loss_sum = 0.0;
+    let mut cm = ConfusionMatrix::new(spec.num_classes.max(2))?;
+    let mut classification = spec.task == Task::Classification;
+    for_each_batch(&model, test, &spec.input, 256, device, |m, x, labels, _raw| {
+        let n = labels.len() as f64;
+        match (m.forward(x.clone()), spec.task) {
+            (Output::Logits(logits), Task::Classification) => {
+                let y = Tensor::<1, burn::tensor::Int>::from_data(
+                    burn::tensor::TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]),
+                    device,
+                );
+                let loss = kiln_regularize::label_smoothing_cross_entropy(logits.clone(), y.clone(), 0.0);
+                loss_sum += loss.into_scalar::<f32>() as f64 * n;
+                if cm.add_logits(&logits, &y).is_err() {
+                    classification = false;
+                }
+            }
+            (Output::Map(map), _) => {
+                let mse = (map - x).powi_scalar(2).mean().into_scalar::<f32>() as f64;
+                loss_sum += mse * n;
+            }
+            (Output::Logits(_), Task::Reconstruction) => {}
+        }
+    });
+    let test_loss = loss_sum / test.len().max(1) as f64;
+    let (test_accuracy, test_mse, confusion) = if classification {
+        let cm = cm.with_class_names(spec.class_names.clone()).unwrap_or(cm_clone_fallback(&spec));
+        (Some(cm.accuracy()), None, Some(cm))
+    } else {
+        (None, Some(test_loss), None)
+    };
+
+    let ran = epochs.len();
+    let stopped_early = stopping.is_some() && ran < cfg.epochs;
+    let stop_reason = if stopped_early {
+        let best = epochs
+            .iter()
+            .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+            .map(|e| (e.epoch, e.val_loss))
+            .unwrap_or((0, f64::NAN));
+        Some(format!(
+            "stopped after epoch {ran} of {}: the validation loss had not improved for {} epoch(s) since its best, {:.4} at epoch {}",
+            cfg.epochs,
+            cfg.early_stopping.unwrap_or(0),
+            best.1,
+            best.0
+        ))
+    } else {
+        None
+    };
+    let train_curve: Vec<f64> = epochs.iter().map(|e| e.train_loss).collect();
+    let val_curve: Vec<f64> = epochs.iter().map(|e| e.val_loss).collect();
+    let overfitting = OverfittingDetector::new(3).with_min_delta(1e-3).check_losses(&train_curve, &val_curve).ok();
+    let gradient_probes = match (probes.first(), probes.last()) {
+        (Some(a), Some(b)) if probes.len() > 1 => vec![a.clone(), b.clone()],
+        (Some(a), _) => vec![a.clone()],
+        _ => vec![],
+    };
+    let input_shape = spec.input_shape(1);
+    let analysis = kiln_analyze::analyze(model.as_zoo(), &spec.model, &input_shape)
+        .map_err(|e| TrainError::Mismatch(e.to_string()))?;
+    let report = TrainReport {
+        model: spec.model.clone(),
+        backend: backend.to_string(),
+        dataset: cfg.dataset.clone(),
+        task: spec.task,
+        epochs,
+        test_accuracy,
+        test_loss,
+        test_mse,
+        stopped_early,
+        stop_reason,
+        overfitting,
+        gradient_probes,
+        weight_sparsity: weight_sparsity(&model, 1e-3),
+        params: analysis.total.params,
+        macs: analysis.total.macs,
+        input_adaptation: spec.input.description.clone()
+            + &splits.note.as_ref().map(|n| format!("; {n}")).unwrap_or_default(),
+        split_sizes: [splits.train.len(), splits.val.len(), splits.test.len()],
+        confusion,
+        config: cfg.clone(),
+    };
+    saved::save(&out, &spec, model.as_zoo())?;
+    saved::write_atomic(&out.join("metrics.json"), report.to_json().as_bytes())?;
+    saved::write_atomic(&out.join("curves.svg"), report.to_svg().as_bytes())?;
+    saved::write_atomic(&out.join("report.md"), report.to_markdown().as_bytes())?;
+    Ok(TrainOutcome { report, model, spec })
+}
+
+fn cm_clone_fallback(spec: &ModelSpec) -> ConfusionMatrix {
+    ConfusionMatrix::new(spec.num_classes.max(2)).expect("at least two classes")
+}
+
+/// Fraction of conv / linear weights (rank >= 2) whose magnitude is below `threshold`.
+pub fn weight_sparsity<M: Module>(model: &M, threshold: f64) -> f64 {
+    struct V {
+        threshold: f64,
+        small: u64,
+        total: u64,
+    }
+    impl ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D >= 2 {
+                let t = param.val();
+                self.total += t.shape().num_elements() as u64;
+                let small = t.abs().lower_elem(self.threshold).int().sum().into_scalar::<i64>();
+                self.small += small as u64;
+            }
+        }
+    }
+    let mut v = V { threshold, small: 0, total: 0 };
+    model.visit(&mut v);
+    if v.total == 0 { 0.0 } else { v.small as f64 / v.total as f64 }
+}
