@@ -183,6 +183,107 @@ impl Trace for ConvAutoencoder {
 
 crate::zoo_model!(ConvAutoencoder, map);
 
+/// Hidden width of the [`DenseAutoencoder`] (each side of the code).
+pub const DENSE_AE_HIDDEN: usize = 256;
+
+/// Configuration of a [`DenseAutoencoder`].
+#[derive(Config, Debug)]
+pub struct DenseAutoencoderConfig {
+    /// Image channels.
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Side of the square input images.
+    #[config(default = 28)]
+    pub image_size: usize,
+    /// Length of the code.
+    #[config(default = 16)]
+    pub code_size: usize,
+}
+
+impl DenseAutoencoderConfig {
+    /// Builds the network (PyTorch's default initialization).
+    pub fn init(&self, device: &Device) -> DenseAutoencoder {
+        let pixels = self.in_channels * self.image_size * self.image_size;
+        DenseAutoencoder {
+            enc1: LinearConfig::new(pixels, DENSE_AE_HIDDEN).init(device),
+            to_code: LinearConfig::new(DENSE_AE_HIDDEN, self.code_size).init(device),
+            from_code: LinearConfig::new(self.code_size, DENSE_AE_HIDDEN).init(device),
+            dec2: LinearConfig::new(DENSE_AE_HIDDEN, pixels).init(device),
+            relu: Act::new(ActKind::Relu),
+            sigmoid: Act::new(ActKind::Sigmoid),
+            image: [self.in_channels, self.image_size, self.image_size],
+        }
+    }
+}
+
+/// Fully connected autoencoder: `pixels -> 256 -> code -> 256 -> pixels`, sigmoid output.
+///
+/// - input `[N, C, S, S]`, output the reconstruction `[N, C, S, S]` in `(0, 1)`, code
+///   `[N, code_size]`
+/// - PyTorch: `encoder = Sequential(Flatten(), Linear(C*S*S, 256), ReLU(), Linear(256, code))`,
+///   `decoder = Sequential(Linear(code, 256), ReLU(), Linear(256, C*S*S), Sigmoid(),
+///   Unflatten(1, (C, S, S)))`.
+#[derive(Module, Debug)]
+pub struct DenseAutoencoder {
+    /// `encoder.1`.
+    pub enc1: Linear,
+    /// `encoder.3`.
+    pub to_code: Linear,
+    /// `decoder.0`.
+    pub from_code: Linear,
+    /// `decoder.2`.
+    pub dec2: Linear,
+    /// ReLU.
+    pub relu: Act,
+    /// Output sigmoid.
+    pub sigmoid: Act,
+    /// `[C, S, S]`.
+    pub image: [usize; 3],
+}
+
+impl DenseAutoencoder {
+    /// Encodes images to codes `[N, code_size]`.
+    pub fn encode(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.relu.forward(self.enc1.forward(x.flatten::<2>(1, 3)));
+        self.to_code.forward(x)
+    }
+
+    /// Decodes codes to images.
+    pub fn decode(&self, code: Tensor<2>) -> Tensor<4> {
+        let [n, _] = code.dims();
+        let [c, h, w] = self.image;
+        let x = self.relu.forward(self.from_code.forward(code));
+        self.sigmoid.forward(self.dec2.forward(x)).reshape([n, c, h, w])
+    }
+
+    /// Reconstructs the input.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.decode(self.encode(x))
+    }
+}
+
+impl Trace for DenseAutoencoder {
+    fn trace(&self, t: &mut dyn Tracer, x: Node) -> Result<Node, TraceError> {
+        let code = scoped(t, "encoder", |t| {
+            let x = ops::flatten(t, Some("0"), &x)?;
+            let x = trace_in(t, "1", &self.enc1, x)?;
+            let x = trace_in(t, "2", &self.relu, x)?;
+            trace_in(t, "3", &self.to_code, x)
+        })?;
+        let [c, h, w] = self.image;
+        scoped(t, "decoder", |t| {
+            let x = trace_in(t, "0", &self.from_code, code)?;
+            let x = trace_in(t, "1", &self.relu, x)?;
+            let x = trace_in(t, "2", &self.dec2, x)?;
+            let x = trace_in(t, "3", &self.sigmoid, x)?;
+            let out = vec![x.shape[0], c, h, w];
+            Ok(t.op(Some("4"), &[&x], out, OpCost::new("Unflatten").detail(format!("->{c}x{h}x{w}")).view()))
+        })
+    }
+}
+
+crate::zoo_model!(DenseAutoencoder, map);
+
 pub(crate) fn entries() -> Vec<ModelEntry> {
     vec![ModelEntry {
         name: "conv_autoencoder".into(),
@@ -194,6 +295,16 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             // num_classes is not used: the output is a reconstruction of the input.
             o.no_width("conv_autoencoder")?;
             Ok(Box::new(ConvAutoencoderConfig::new().with_in_channels(o.in_channels).init(d)))
+        },
+    }, ModelEntry {
+        name: "dense_autoencoder".into(),
+        aliases: vec![],
+        summary: "fully connected autoencoder for 1x28x28 (784-256-16-256-784), sigmoid reconstruction".into(),
+        default_input: [1, 28, 28],
+        num_classes: 10,
+        build: |o: &ModelOptions, d| {
+            o.no_width("dense_autoencoder")?;
+            Ok(Box::new(DenseAutoencoderConfig::new().with_in_channels(o.in_channels).init(d)))
         },
     }]
 }

@@ -104,7 +104,9 @@ enum Command {
 struct RunArgs {
     /// Model name.
     model: String,
-    /// A state_dict saved with torch.save (torchvision / timm key names).
+    /// A state_dict saved with torch.save (torchvision / timm key names), or a folder written by
+    /// `cargo xtask train` (its model.json / model.bpk; the input is then raw images in the
+    /// dataset's pixel range and the saved scaling and input adaptation are applied).
     #[arg(long)]
     weights: std::path::PathBuf,
     /// Input, float32 NCHW .npy.
@@ -163,6 +165,10 @@ struct AnalyzeArgs {
     /// Backend the model is instantiated on.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     backend: Backend,
+    /// Analyze a trained model: a folder written by `cargo xtask train` (or compress); its
+    /// architecture, options, weights and input size are used.
+    #[arg(long, value_name = "DIR")]
+    from: Option<std::path::PathBuf>,
 }
 
 /// Parses `3x224x224` (also `3,224,224` or `224`).
@@ -211,11 +217,60 @@ where
     }
 }
 
+fn is_trained_model(path: &std::path::Path) -> bool {
+    path.is_dir() || matches!(path.extension().and_then(|e| e.to_str()), Some("bpk") | Some("json"))
+}
+
+/// `run` on a folder written by `cargo xtask train`.
+fn run_trained(registry: &Registry, r: &RunArgs, input: &kiln_models::npy::NpyArray) -> Result<String, CliError> {
+    let device = r.backend.device()?;
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    let spec = kiln_train::saved::load_spec(&r.weights).map_err(|e| usage(&e))?;
+    let asked = registry.get(&r.model).map_err(|e| usage(&e))?.name.clone();
+    if asked != spec.model {
+        return Err(CliError::Usage(format!(
+            "{} holds a trained {}, not {asked}; run it as `cargo xtask run {} --weights ...`",
+            r.weights.display(),
+            spec.model,
+            spec.model
+        )));
+    }
+    let [c, h, w] = spec.input.data_shape;
+    if input.shape.len() != 4 || input.shape[1..] != [c, h, w] {
+        return Err(CliError::Usage(format!(
+            "input shape {:?} does not match the data the model was trained on: expected [N, {c}, {h}, {w}] raw images",
+            input.shape
+        )));
+    }
+    let saved = kiln_train::saved::load(registry, &r.weights, &device).map_err(|e| CliError::Failed(e.to_string()))?;
+    let shape = [input.shape[0], c, h, w];
+    let x = burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(input.data.clone(), shape), &device);
+    let (out_shape, data) = match saved.model.forward(saved.spec.input.apply(x)) {
+        kiln_models::Output::Logits(t) => (t.dims().to_vec(), t.into_data()),
+        kiln_models::Output::Map(t) => (t.dims().to_vec(), t.into_data()),
+    };
+    let data = data.convert::<f32>().try_into_vec::<f32>().map_err(|e| CliError::Failed(format!("{e:?}")))?;
+    let out = kiln_models::npy::NpyArray { shape: out_shape, data };
+    kiln_models::npy::write(&r.output, &out).map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(format!(
+        "{} (trained, {}): {:?} -> {:?} written to {} ({})",
+        spec.model,
+        r.weights.display(),
+        input.shape,
+        out.shape,
+        r.output.display(),
+        r.backend.name()
+    ))
+}
+
 fn run_run(registry: &Registry, r: &RunArgs) -> Result<String, CliError> {
     use kiln_models::weights::RunError;
     let device = r.backend.device()?;
     registry.get(&r.model).map_err(|e| CliError::Usage(e.to_string()))?;
     let input = kiln_models::npy::read(&r.input).map_err(|e| CliError::Usage(e.to_string()))?;
+    if is_trained_model(&r.weights) {
+        return run_trained(registry, r, &input);
+    }
     let options = ModelOptions { num_classes: r.num_classes, width_mult: r.width_mult, ..Default::default() };
     let out = kiln_models::weights::run_pretrained(registry, &r.model, &options, &r.weights, &input, &device).map_err(
         |e| match e {
@@ -241,6 +296,9 @@ fn run_analyze(registry: &Registry, a: &AnalyzeArgs) -> Result<String, CliError>
     if a.list {
         return list(registry, &device);
     }
+    if let Some(dir) = &a.from {
+        return analyze_trained(registry, a, dir, &device);
+    }
     let Some(name) = &a.model else {
         return Err(CliError::Usage("give a model name (or `all`), or --list to see them".into()));
     };
@@ -253,6 +311,28 @@ fn run_analyze(registry: &Registry, a: &AnalyzeArgs) -> Result<String, CliError>
     let input = a.input.as_deref().map(parse_shape).transpose()?;
     let options = ModelOptions { num_classes: a.num_classes, width_mult: a.width_mult, ..Default::default() };
     let report = analyze_model(registry, name, &options, input, a.batch, &device)?;
+    Ok(match a.format {
+        Format::Table => report.to_table(a.depth),
+        Format::Md => report.to_markdown(a.depth),
+        Format::Json => report.to_json() + "\n",
+    })
+}
+
+fn analyze_trained(registry: &Registry, a: &AnalyzeArgs, dir: &std::path::Path, device: &Device) -> Result<String, CliError> {
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
+    let saved = kiln_train::saved::load(registry, dir, device).map_err(|e| usage(&e))?;
+    if let Some(name) = &a.model {
+        let asked = registry.get(name).map_err(|e| usage(&e))?.name.clone();
+        if asked != saved.spec.model {
+            return Err(CliError::Usage(format!("{} holds a trained {}, not {asked}", dir.display(), saved.spec.model)));
+        }
+    }
+    let mut shape = saved.spec.input_shape(a.batch.max(1));
+    if let Some(s) = a.input.as_deref() {
+        shape = vec![a.batch.max(1)];
+        shape.extend(parse_shape(s)?);
+    }
+    let report = kiln_analyze::analyze(saved.model.as_ref(), &saved.spec.model, &shape).map_err(|e| usage(&e))?;
     Ok(match a.format {
         Format::Table => report.to_table(a.depth),
         Format::Md => report.to_markdown(a.depth),

@@ -70,7 +70,7 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     width_mult: f64,
     /// Feature scaling fitted on the training split: zscore | minmax | none | log | exp
-    /// (default: zscore for classifiers, none for autoencoders).
+    /// (default: minmax, i.e. [0, 1], for classifiers; none for autoencoders).
     #[arg(long)]
     scale: Option<String>,
     /// When the data has fewer channels than the model: stem (build the first conv for the data's
@@ -86,6 +86,15 @@ pub(crate) struct TrainArgs {
     /// Use only the first N training images (e.g. to provoke overfitting).
     #[arg(long, value_name = "N")]
     train_limit: Option<usize>,
+    /// Distil from a trained model folder (Hinton's loss: α·CE + (1−α)·T²·KL).
+    #[arg(long, value_name = "DIR")]
+    teacher: Option<PathBuf>,
+    /// α of the distillation loss (weight of the hard labels).
+    #[arg(long, default_value_t = 0.5)]
+    kd_alpha: f64,
+    /// Temperature T of the distillation loss.
+    #[arg(long, default_value_t = 4.0)]
+    kd_temperature: f64,
     /// Progress: auto (burn-train's dashboard on a terminal) | plain (one line per epoch) | quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
@@ -135,6 +144,9 @@ impl TrainArgs {
             "quiet" => Display::Quiet,
             other => return Err(CliError::Usage(format!("unknown --progress '{other}': expected auto, plain or quiet"))),
         };
+        c.teacher = self.teacher.clone();
+        c.kd_alpha = self.kd_alpha;
+        c.kd_temperature = self.kd_temperature;
         c.validate().map_err(usage)?;
         Ok(c)
     }

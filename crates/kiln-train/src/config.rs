@@ -56,7 +56,7 @@ impl OptimizerKind {
     /// The learning rate used when `--lr` is not given.
     pub fn default_lr(self) -> f64 {
         match self {
-            OptimizerKind::Gd => 0.5,
+            OptimizerKind::Gd => 0.1,
             OptimizerKind::Sgd => 0.05,
             OptimizerKind::Momentum | OptimizerKind::Nesterov => 0.05,
             OptimizerKind::Adam | OptimizerKind::RmsProp => 1e-3,
@@ -202,8 +202,8 @@ pub struct TrainConfig {
     pub resume: bool,
     /// Fraction of the training split held out for validation.
     pub val_fraction: f64,
-    /// Feature scaling fitted on the training split and saved with the model (`None`: z-score
-    /// for classification, none for reconstruction).
+    /// Feature scaling fitted on the training split and saved with the model (`None`: min-max
+    /// to [0, 1] for classification, as PyTorch's `ToTensor`; none for reconstruction).
     pub scale: Option<ScaleKind>,
     /// Channel adaptation when the data's channels differ from the model's.
     pub channels: ChannelAdapt,
@@ -213,6 +213,12 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Progress display.
     pub display: Display,
+    /// Distil from this trained model folder (Hinton's loss; `None` = plain training).
+    pub teacher: Option<PathBuf>,
+    /// Weight α of the hard-label cross-entropy in the distillation loss.
+    pub kd_alpha: f64,
+    /// Distillation temperature T.
+    pub kd_temperature: f64,
 }
 
 impl TrainConfig {
@@ -246,6 +252,9 @@ impl TrainConfig {
             resize: None,
             train_limit: None,
             display: Display::Auto,
+            teacher: None,
+            kd_alpha: 0.5,
+            kd_temperature: 4.0,
         }
     }
 
@@ -283,6 +292,12 @@ impl TrainConfig {
         }
         if self.resize == Some(0) {
             return bad("--resize must be at least 1 pixel".into());
+        }
+        if !(0.0..=1.0).contains(&self.kd_alpha) {
+            return bad(format!("--kd-alpha must be in [0, 1], got {}", self.kd_alpha));
+        }
+        if !(self.kd_temperature.is_finite() && self.kd_temperature > 0.0) {
+            return bad(format!("--kd-temperature must be positive, got {}", self.kd_temperature));
         }
         if self.train_limit == Some(0) {
             return bad("--train-limit must be at least 1 image".into());

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset as BurnDataset;
-use burn::module::Module;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -95,7 +94,7 @@ impl Batcher<usize, ImageBatch> for ImageBatcher {
 }
 
 /// Runs `model` over a whole split in batches (inference mode) and returns what `f` folds.
-pub fn for_each_batch<M: Module>(
+pub fn for_each_batch<M: ?Sized>(
     model: &M,
     data: &ImageDataset,
     adapter: &InputAdapter,

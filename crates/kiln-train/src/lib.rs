@@ -24,6 +24,7 @@
 //! [`Distillation`] teacher), [`initialize`] re-initializes weights, [`AnyModel`] wraps every
 //! zoo architecture in one Burn module type.
 
+pub mod autoencoder;
 pub mod config;
 pub mod data;
 mod error;
@@ -43,4 +44,4 @@ pub use model::{AnyModel, Distillation, ImageBatch, Task, Trainee, distillation_
 pub use recorder::EpochRecord;
 pub use report::TrainReport;
 pub use saved::{ModelSpec, SavedModel};
-pub use train::{Prepared, Splits, TrainOutcome, fit, load_splits, prepare, train, weight_sparsity};
+pub use train::{Prepared, Splits, TrainOutcome, fit, load_splits, load_teacher, prepare, train, weight_sparsity};

@@ -78,6 +78,7 @@ any_model! {
     UNet(kiln_models::unet::UNet),
     YoloV5(kiln_models::yolov5_focus::YoloV5FocusBackbone),
     ConvAutoencoder(kiln_models::autoencoder::ConvAutoencoder),
+    DenseAutoencoder(kiln_models::autoencoder::DenseAutoencoder),
 }
 
 impl AnyModel {

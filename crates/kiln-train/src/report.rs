@@ -48,6 +48,9 @@ pub struct TrainReport {
     pub split_sizes: [usize; 3],
     /// Test confusion matrix (classification).
     pub confusion: Option<ConfusionMatrix>,
+    /// k-means (k = classes) on the encoder's codes of the test split, scored against the labels
+    /// (autoencoders).
+    pub code_clusters: Option<kiln_unsupervised::kmeans::ClusterReport>,
     /// The configuration of the run.
     pub config: TrainConfig,
 }
@@ -81,6 +84,14 @@ impl TrainReport {
             c.l1
         );
         s += &format!("| init / seed | {} / {} |\n", c.init.name(), c.seed);
+        if let Some(t) = &c.teacher {
+            s += &format!(
+                "| distillation | from {} (α {}, T {}) |\n",
+                t.display(),
+                c.kd_alpha,
+                c.kd_temperature
+            );
+        }
         s += &format!("| augmentation | {} |\n", c.augment.as_deref().unwrap_or("none"));
         s += &format!("| input | {} |\n", self.input_adaptation);
         s += &format!(
@@ -105,6 +116,14 @@ impl TrainReport {
             None => s += "- Overfitting: not assessed\n",
         }
         s += &format!("- Gradient health: {}\n", self.gradient_verdict());
+        if let Some(c) = &self.code_clusters {
+            s += &format!(
+                "- Codes clustered with k-means (k = {}): purity {:.3}, NMI {:.3} (![reconstructions](reconstructions.png))\n",
+                c.k,
+                c.purity.unwrap_or(f64::NAN),
+                c.nmi.unwrap_or(f64::NAN)
+            );
+        }
         s += &format!("- Weight sparsity (|w| < 1e-3): {:.2} %\n\n", 100.0 * self.weight_sparsity);
 
         s += "## Curves\n\n![curves](curves.svg)\n\n";
@@ -144,12 +163,13 @@ impl TrainReport {
         let val_loss: Vec<f64> = self.epochs.iter().map(|e| e.val_loss).collect();
         let mut panels = vec![Panel {
             title: if self.task == Task::Classification { "loss (cross-entropy)" } else { "loss (MSE)" },
+            legend_bottom: false,
             series: vec![("train", "#1f77b4", train_loss), ("validation", "#d62728", val_loss)],
         }];
         if self.task == Task::Classification {
             let ta = self.epochs.iter().map(|e| e.train_accuracy.unwrap_or(f64::NAN)).collect();
             let va = self.epochs.iter().map(|e| e.val_accuracy.unwrap_or(f64::NAN)).collect();
-            panels.push(Panel { title: "accuracy", series: vec![("train", "#1f77b4", ta), ("validation", "#d62728", va)] });
+            panels.push(Panel { title: "accuracy", legend_bottom: true, series: vec![("train", "#1f77b4", ta), ("validation", "#d62728", va)] });
         }
         svg_chart(&format!("{} on {} ({})", self.model, self.dataset, self.backend), &epochs, &panels)
     }
@@ -184,6 +204,8 @@ pub(crate) fn strip_variant(path: &str) -> &str {
 
 struct Panel {
     title: &'static str,
+    /// Legend in the lower right corner (curves that rise), else the upper right.
+    legend_bottom: bool,
     series: Vec<(&'static str, &'static str, Vec<f64>)>,
 }
 
@@ -285,7 +307,8 @@ fn svg_chart(title: &str, x: &[f64], panels: &[Panel]) -> String {
                 let (a, b) = p.split_once(',').unwrap_or(("0", "0"));
                 s += &format!("<circle cx=\"{a}\" cy=\"{b}\" r=\"2.5\" fill=\"{color}\"/>");
             }
-            let ly = mt + 16.0 + si as f64 * 16.0;
+            let rows = panel.series.len() as f64;
+            let ly = if panel.legend_bottom { mt + ph - 12.0 - (rows - 1.0 - si as f64) * 16.0 } else { mt + 16.0 + si as f64 * 16.0 };
             s += &format!(
                 "\n<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"/>\
                  <text x=\"{}\" y=\"{}\">{name}</text>\n",

@@ -135,7 +135,7 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
     };
     let scale = match (cfg.scale, task) {
         (Some(k), _) => k,
-        (None, Task::Classification) => ScaleKind::ZScore,
+        (None, Task::Classification) => ScaleKind::MinMax,
         (None, Task::Reconstruction) => ScaleKind::Identity,
     };
     let scaler = Scaler::fit(scale, &splits.train)?;
@@ -182,7 +182,47 @@ pub struct TrainOutcome {
 /// `backend` names `device`'s backend in the report.
 pub fn train(registry: &Registry, cfg: &TrainConfig, backend: &str, device: &Device) -> Result<TrainOutcome, TrainError> {
     let prepared = prepare(registry, cfg, device)?;
-    fit(prepared, cfg, None, backend, device)
+    let distillation = match &cfg.teacher {
+        Some(dir) => Some(load_teacher(registry, dir, &prepared.spec, cfg.kd_alpha, cfg.kd_temperature, device)?),
+        None => None,
+    };
+    fit(prepared, cfg, distillation, backend, device)
+}
+
+/// Loads a trained model folder as a distillation teacher for a student with spec `student`
+/// (both must read the same images the same way and predict the same classes).
+pub fn load_teacher(
+    registry: &Registry,
+    dir: &Path,
+    student: &ModelSpec,
+    alpha: f64,
+    temperature: f64,
+    device: &Device,
+) -> Result<Distillation, TrainError> {
+    let saved = saved::load(registry, dir, device)?;
+    let t = &saved.spec;
+    if t.task != Task::Classification || student.task != Task::Classification {
+        return Err(TrainError::Mismatch("distillation needs a classifier teacher and student".into()));
+    }
+    if t.num_classes != student.num_classes {
+        return Err(TrainError::Mismatch(format!(
+            "the teacher in {} predicts {} classes, the student {}",
+            dir.display(),
+            t.num_classes,
+            student.num_classes
+        )));
+    }
+    if t.input != student.input {
+        return Err(TrainError::Mismatch(format!(
+            "the teacher in {} reads its input differently ({}) from the student ({}); train both on the same \
+             dataset, split seed and input adaptation",
+            dir.display(),
+            t.input.description,
+            student.input.description
+        )));
+    }
+    let teacher = AnyModel::from_zoo(saved.model, &t.model)?;
+    Ok(Distillation { teacher: Arc::new(teacher), alpha, temperature })
 }
 
 /// Early stopping as burn-train asks for it, decided by kiln-regularize's [`EarlyStopping`] on
@@ -420,6 +460,12 @@ pub fn fit(
         (Some(a), _) => vec![a.clone()],
         _ => vec![],
     };
+    let code_clusters = if spec.task == Task::Reconstruction {
+        crate::autoencoder::save_reconstructions(&out.join("reconstructions.png"), &model, test, &spec.input, 16, device)?;
+        crate::autoencoder::cluster_codes(&model, test, &spec.input, cfg.seed, device)?
+    } else {
+        None
+    };
     let input_shape = spec.input_shape(1);
     let analysis = kiln_analyze::analyze(model.as_zoo(), &spec.model, &input_shape)
         .map_err(|e| TrainError::Mismatch(e.to_string()))?;
@@ -443,6 +489,7 @@ pub fn fit(
             + &splits.note.as_ref().map(|n| format!("; {n}")).unwrap_or_default(),
         split_sizes: [splits.train.len(), splits.val.len(), splits.test.len()],
         confusion,
+        code_clusters,
         config: cfg.clone(),
     };
     saved::save(&out, &spec, model.as_zoo())?;
