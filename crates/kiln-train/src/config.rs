@@ -56,8 +56,8 @@ impl OptimizerKind {
     /// The learning rate used when `--lr` is not given.
     pub fn default_lr(self) -> f64 {
         match self {
-            OptimizerKind::Gd => 0.1,
-            OptimizerKind::Sgd => 0.05,
+            OptimizerKind::Gd => 0.5,
+            OptimizerKind::Sgd => 0.1,
             OptimizerKind::Momentum | OptimizerKind::Nesterov => 0.05,
             OptimizerKind::Adam | OptimizerKind::RmsProp => 1e-3,
             OptimizerKind::AdaGrad => 1e-2,

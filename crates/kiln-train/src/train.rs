@@ -321,7 +321,9 @@ pub fn fit(
     }
 
     let lr = cfg.lr();
-    let print = cfg.display != Display::Quiet;
+    let use_tui = cfg.display == Display::Auto && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // One line per epoch unless quiet or burn-train's dashboard owns the terminal.
+    let print = cfg.display != Display::Quiet && !use_tui;
     let history_path = out.join(HISTORY_FILE);
     let total_epochs = cfg.epochs;
     let listener: crate::recorder::EpochListener = Box::new(move |e: &EpochRecord, all: &[EpochRecord]| {
@@ -378,7 +380,6 @@ pub fn fit(
     if spec.task == Task::Classification {
         training = training.metric_train_numeric(AccuracyMetric::new()).metric_valid_numeric(AccuracyMetric::new());
     }
-    let use_tui = cfg.display == Display::Auto && std::io::IsTerminal::is_terminal(&std::io::stdout());
     if !use_tui {
         training = training.renderer(Box::new(SilentRenderer));
     }
@@ -452,9 +453,7 @@ pub fn fit(
     } else {
         None
     };
-    let train_curve: Vec<f64> = epochs.iter().map(|e| e.train_loss).collect();
-    let val_curve: Vec<f64> = epochs.iter().map(|e| e.val_loss).collect();
-    let overfitting = OverfittingDetector::new(3).with_min_delta(1e-3).check_losses(&train_curve, &val_curve).ok();
+    let overfitting = overfitting_verdict(&epochs);
     let gradient_probes = match (probes.first(), probes.last()) {
         (Some(a), Some(b)) if probes.len() > 1 => vec![a.clone(), b.clone()],
         (Some(a), _) => vec![a.clone()],
@@ -497,6 +496,58 @@ pub fn fit(
     saved::write_atomic(&out.join("curves.svg"), report.to_svg().as_bytes())?;
     saved::write_atomic(&out.join("report.md"), report.to_markdown().as_bytes())?;
     Ok(TrainOutcome { report, model, spec })
+}
+
+/// The overfitting verdict of a run: kiln-metrics' detector on the loss curves (validation loss
+/// worse for 3 epochs after its best while the training loss keeps falling, or a widening gap).
+/// For classifiers a rising validation loss alone is not enough: the model must also fit its
+/// training data clearly better than it generalizes (training accuracy more than 5 points above
+/// validation accuracy at the last epoch). A validation loss that creeps up while both accuracies
+/// stay within a point or two is a model growing over-confident on a few examples, and the
+/// verdict says that instead.
+pub fn overfitting_verdict(epochs: &[EpochRecord]) -> Option<kiln_metrics::OverfittingVerdict> {
+    const ACCURACY_GAP: f64 = 0.05;
+    let train: Vec<f64> = epochs.iter().map(|e| e.train_loss).collect();
+    let val: Vec<f64> = epochs.iter().map(|e| e.val_loss).collect();
+    let mut v = OverfittingDetector::new(3).with_min_delta(1e-3).check_losses(&train, &val).ok()?;
+    // kiln-metrics counts epochs from 0; the run's records (and report.md) from 1.
+    v.reason = one_based_epochs(&v.reason);
+    if v.overfitting
+        && let Some(last) = epochs.last()
+        && let (Some(ta), Some(va)) = (last.train_accuracy, last.val_accuracy)
+    {
+        let gap = ta - va;
+        if gap <= ACCURACY_GAP {
+            v.reason = format!(
+                "the validation loss rose slightly ({}), but training and validation accuracy are only {:.1} points \
+                 apart ({ta:.4} vs {va:.4}): over-confidence on a few examples, not overfitting",
+                v.reason,
+                100.0 * gap
+            );
+            v.overfitting = false;
+            v.began_at_epoch = None;
+        } else {
+            v.reason = format!("{}; training accuracy {ta:.4} vs validation {va:.4}", v.reason);
+        }
+    }
+    Some(v)
+}
+
+/// Rewrites "epoch N" (0-based) as "epoch N+1".
+fn one_based_epochs(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("epoch ") {
+        out.push_str(&rest[..i + 6]);
+        rest = &rest[i + 6..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse::<usize>() {
+            out.push_str(&(n + 1).to_string());
+            rest = &rest[digits.len()..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn cm_clone_fallback(spec: &ModelSpec) -> ConfusionMatrix {

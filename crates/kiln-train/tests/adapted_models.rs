@@ -63,10 +63,11 @@ fn wgpu_short_run_lowers_the_training_loss() {
     cfg.train_limit = Some(512);
     cfg.batch_size = 32;
     cfg.val_fraction = 0.05;
+    cfg.optimizer = OptimizerKind::Adam;
     let r = kiln_train::train(&Registry::builtin(), &cfg, "wgpu", &device).expect("trains on wgpu").report;
     println!("wgpu: {:?}", r.epochs);
-    assert!(r.epochs[1].train_loss < r.epochs[0].train_loss, "{:?}", r.epochs);
-    assert!(r.epochs[1].train_loss < 2.0);
+    assert!(r.epochs[1].train_loss < r.epochs[0].train_loss - 0.2, "{:?}", r.epochs);
+    assert!(r.epochs[1].val_loss < 2.0, "{:?}", r.epochs);
     let _ = std::fs::remove_dir_all(&cfg.out);
 }
 
