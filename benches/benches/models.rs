@@ -1,23 +1,17 @@
-//! Whole-model inference benches.
+//! Whole-model benches: inference of mobilenet_v2, resnet18 and shufflenet_v2_x1_0 at batch 1
+//! and 8 @224, and training steps (lenet5 and mobilenet_v2 width 0.5 at batch 32), on every bench
+//! device. Same workloads as `cargo xtask bench`.
 
-use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln_benches::cpu_devices;
-use kiln_models::ModelOptions;
+use kiln_benches::{bench_devices, workload};
 
 fn models(c: &mut Criterion) {
     let mut g = c.benchmark_group("models");
     g.sample_size(10);
-    for (backend, device) in cpu_devices() {
-        for name in ["mobilenet_v2", "mobilenet_v3_small"] {
-            let m = kiln_models::build(name, &ModelOptions::default(), &device).unwrap();
-            let x = Tensor::<4>::random([1, 3, 224, 224], Distribution::Default, &device);
-            g.bench_function(format!("{name} fwd 1x3x224x224 [{backend}]"), |b| {
-                b.iter(|| match m.forward(x.clone()) {
-                    kiln_models::Output::Logits(t) => t.into_data(),
-                    kiln_models::Output::Map(t) => t.into_data(),
-                })
-            });
+    for (backend, device) in bench_devices() {
+        for w in workload::standard(None).into_iter().filter(|w| w.group != "op") {
+            let mut run = w.prepare(&device).expect("standard model workloads build");
+            g.bench_function(format!("{} [{backend}]", w.name), |b| b.iter(&mut run));
         }
     }
     g.finish();

@@ -232,7 +232,7 @@ pub struct GhostShortcut {
 impl GhostShortcut {
     /// Applies the shortcut.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.dw_bn.forward(self.dw.forward(x));
+        let x = self.dw_bn.forward(kiln_kernels::conv2d(&self.dw, x));
         self.pw_bn.forward(self.pw.forward(x))
     }
 }
@@ -289,7 +289,7 @@ impl GhostBottleneck {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = self.ghost1.forward(x.clone());
         if let (Some(c), Some(b)) = (&self.conv_dw, &self.bn_dw) {
-            y = b.forward(c.forward(y));
+            y = b.forward(kiln_kernels::conv2d(c, y));
         }
         if let Some(se) = &self.se {
             y = se.forward(y);

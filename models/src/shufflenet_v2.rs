@@ -129,7 +129,7 @@ pub struct Branch1 {
 impl Branch1 {
     /// Applies the branch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.dw_bn.forward(self.dw.forward(x));
+        let x = self.dw_bn.forward(kiln_kernels::conv2d(&self.dw, x));
         self.relu.forward(self.pw_bn.forward(self.pw.forward(x)))
     }
 }
@@ -170,7 +170,7 @@ impl Branch2 {
     /// Applies the branch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.relu1.forward(self.pw1_bn.forward(self.pw1.forward(x)));
-        let x = self.dw_bn.forward(self.dw.forward(x));
+        let x = self.dw_bn.forward(kiln_kernels::conv2d(&self.dw, x));
         self.relu2.forward(self.pw2_bn.forward(self.pw2.forward(x)))
     }
 }

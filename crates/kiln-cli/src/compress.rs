@@ -1,13 +1,244 @@
-//! `cargo xtask compress`.
+//! `cargo xtask compress`: loads a model folder written by `cargo xtask train`, runs the requested
+//! compression stages through [`kiln_compress::compress`] and prints the stage table. The library
+//! does the work; this file parses flags and picks the backend and the concrete model type.
 
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use kiln_compress::io::SavedPlan;
+use kiln_compress::{
+    Calibration, ChannelPruneConfig, Compressible, FinetuneConfig, Granularity, Importance, PipelineConfig,
+    PipelineData, QuantConfig,
+};
 use kiln_models::Registry;
+use kiln_models::lenet::LeNet5;
+use kiln_models::mobilenet_v2::MobileNetV2;
+use kiln_models::resnet::ResNet;
 
-use crate::CliError;
+use crate::{Backend, CliError};
 
 /// Arguments of `compress`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct CompressArgs {}
+pub(crate) struct CompressArgs {
+    /// Model name (the architecture of `--from`: lenet5, mobilenet_v2, resnet18/34/50).
+    model: String,
+    /// Folder written by `cargo xtask train --out` (model.json + model.bpk).
+    #[arg(long)]
+    from: PathBuf,
+    /// Unstructured global magnitude pruning to this sparsity (0..1), cubic schedule.
+    #[arg(long)]
+    prune_unstructured: Option<f64>,
+    /// Steps of the unstructured schedule.
+    #[arg(long, default_value_t = 3)]
+    prune_steps: usize,
+    /// Structured channel pruning: fraction of each channel group removed (0..1).
+    #[arg(long)]
+    prune_channels: Option<f64>,
+    /// Channel importance: l1 | l2 | bn-scale.
+    #[arg(long, default_value = "l1")]
+    importance: String,
+    /// Keep a multiple of N channels per group.
+    #[arg(long, default_value_t = 1)]
+    round_to: usize,
+    /// Fold batch norms into the convolutions.
+    #[arg(long)]
+    fold_bn: bool,
+    /// Quantization: int8.
+    #[arg(long)]
+    quantize: Option<String>,
+    /// Range calibration: minmax | percentile | mse.
+    #[arg(long, default_value = "minmax")]
+    calibration: String,
+    /// Weight scales per tensor instead of per output channel.
+    #[arg(long)]
+    per_tensor: bool,
+    /// Keep activations in f32 (quantize weights only).
+    #[arg(long)]
+    weights_only: bool,
+    /// Calibration images (from the training split).
+    #[arg(long, default_value_t = 256)]
+    calibration_images: usize,
+    /// Teacher folder (`cargo xtask train --out`) for distillation.
+    #[arg(long)]
+    distill_from: Option<PathBuf>,
+    /// Distillation: weight of the hard-label loss.
+    #[arg(long, default_value_t = 0.1)]
+    alpha: f64,
+    /// Distillation temperature.
+    #[arg(long, default_value_t = 4.0)]
+    temperature: f64,
+    /// FitNets hint weight (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    hint: f64,
+    /// Fine-tuning epochs after each pruning stage (and for distillation).
+    #[arg(long, default_value_t = 0)]
+    finetune_epochs: usize,
+    /// Fine-tuning learning rate (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Fine-tuning batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Seed of the fine-tuning shuffles.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Latency runs per stage (median reported).
+    #[arg(long, default_value_t = 100)]
+    latency_runs: usize,
+    /// Backend (training and measuring).
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    backend: Backend,
+    /// Output folder: report.json, report.md, model/ and stages/.
+    #[arg(long)]
+    out: PathBuf,
+}
 
-pub(crate) fn run(_registry: &Registry, _args: &CompressArgs) -> Result<(), CliError> {
-    Err(CliError::Failed("`compress` is being built".into()))
+fn usage(e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+fn ratio(name: &str, v: Option<f64>) -> Result<(), CliError> {
+    match v {
+        Some(s) if !(0.0..1.0).contains(&s) => Err(usage(format!("--{name} must be in [0, 1), got {s}"))),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliError> {
+    ratio("prune-unstructured", args.prune_unstructured)?;
+    ratio("prune-channels", args.prune_channels)?;
+    if let Some(q) = &args.quantize
+        && q != "int8"
+    {
+        return Err(usage(format!("--quantize supports int8 only, got '{q}'")));
+    }
+    let calibration: Calibration = args.calibration.parse().map_err(usage)?;
+    let importance: Importance = args.importance.parse().map_err(usage)?;
+    let eval_device = args.backend.device()?;
+    let train_device = eval_device.clone().autodiff();
+    let cfg = PipelineConfig {
+        prune_channels: args.prune_channels.map(|ratio| ChannelPruneConfig {
+            ratio,
+            importance,
+            round_to: args.round_to,
+        }),
+        prune_unstructured: args.prune_unstructured,
+        prune_steps: args.prune_steps,
+        fold_bn: args.fold_bn,
+        quantize: args.quantize.as_ref().map(|_| QuantConfig {
+            granularity: if args.per_tensor { Granularity::PerTensor } else { Granularity::PerChannel },
+            calibration,
+            activations: !args.weights_only,
+            calibration_images: args.calibration_images,
+        }),
+        finetune: FinetuneConfig { epochs: args.finetune_epochs, batch: args.batch_size, lr: args.lr, seed: args.seed },
+        distill: (args.alpha, args.temperature, args.hint),
+        latency_runs: args.latency_runs,
+        backend: args.backend.name().to_string(),
+    };
+    let canonical = registry.get(&args.model).map_err(usage)?.name.clone();
+    for (flag, dir) in
+        std::iter::once(("--from", &args.from)).chain(args.distill_from.iter().map(|d| ("--distill-from", d)))
+    {
+        if !dir.join("model.json").is_file() {
+            return Err(usage(format!(
+                "{flag} {}: no model.json there; pass a folder written by `cargo xtask train --out DIR`",
+                dir.display()
+            )));
+        }
+    }
+    let saved = kiln_train::saved::load(registry, &args.from, &train_device).map_err(failed)?;
+    if saved.spec.model != canonical {
+        return Err(usage(format!(
+            "{} holds a {} model, not {}; pass `{}` as the model name",
+            args.from.display(),
+            saved.spec.model,
+            canonical,
+            saved.spec.model
+        )));
+    }
+    let adapter = &saved.spec.input;
+    if adapter.resize || (adapter.repeat_channels && adapter.data_shape[0] != adapter.model_shape[0]) {
+        return Err(usage(format!(
+            "{} was trained with input adaptation ({}); compress supports models trained on the data's own shape",
+            args.from.display(),
+            adapter.description
+        )));
+    }
+    let data = kiln_data::Dataset::load(&saved.spec.dataset, None).map_err(failed)?;
+    let mut train = data.train.clone();
+    let mut test = data.test().map_err(failed)?.clone();
+    adapter.scaler.apply_in_place(&mut train).map_err(failed)?;
+    adapter.scaler.apply_in_place(&mut test).map_err(failed)?;
+    let plan = SavedPlan {
+        model: canonical.clone(),
+        input: adapter.model_shape.to_vec(),
+        num_classes: saved.spec.num_classes,
+        width_mult: saved.spec.width_mult,
+        bn_folded: false,
+        shapes: Default::default(),
+        masks: vec![],
+    };
+    let teacher = match &args.distill_from {
+        Some(dir) => Some(kiln_train::saved::load(registry, dir, &train_device).map_err(failed)?.model),
+        None => None,
+    };
+    let model = saved.model.into_any();
+    let d = PipelineData { train: &train, test: &test };
+    macro_rules! go {
+        ($($ty:ty),*) => {{
+            $(
+                let model = match model.downcast::<$ty>() {
+                    Ok(m) => return finish(*m, teacher, &plan, d, &cfg, &train_device, &eval_device, &args.out),
+                    Err(other) => other,
+                };
+            )*
+            drop(model);
+            Err(usage(format!(
+                "compress supports lenet5, mobilenet_v2 and resnet18/34/50 (models implementing kiln_compress::Compressible); got {canonical}"
+            )))
+        }};
+    }
+    go!(LeNet5, MobileNetV2, ResNet)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish<M: Compressible>(
+    model: M,
+    teacher: Option<Box<dyn kiln_models::ZooModel>>,
+    plan: &SavedPlan,
+    data: PipelineData<'_>,
+    cfg: &PipelineConfig,
+    train_device: &Device,
+    eval_device: &Device,
+    out: &Path,
+) -> Result<(), CliError> {
+    let report = match teacher {
+        None => kiln_compress::compress::<M, M>(model, plan, None, data, cfg, train_device, eval_device, out),
+        Some(t) => {
+            let any = t.into_any();
+            match any.downcast::<LeNet5>() {
+                Ok(t) => kiln_compress::compress(model, plan, Some(*t), data, cfg, train_device, eval_device, out),
+                Err(any) => match any.downcast::<MobileNetV2>() {
+                    Ok(t) => kiln_compress::compress(model, plan, Some(*t), data, cfg, train_device, eval_device, out),
+                    Err(any) => match any.downcast::<ResNet>() {
+                        Ok(t) => {
+                            kiln_compress::compress(model, plan, Some(*t), data, cfg, train_device, eval_device, out)
+                        }
+                        Err(_) => {
+                            return Err(usage("the teacher must be a lenet5, mobilenet_v2 or resnet model folder"));
+                        }
+                    },
+                },
+            }
+        }
+    }
+    .map_err(failed)?;
+    print!("{}", report.to_markdown());
+    println!("\nwrote {}/report.json, report.md and model/", out.display());
+    Ok(())
 }

@@ -102,7 +102,7 @@ pub struct ConvBnAct {
 impl ConvBnAct {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = kiln_kernels::conv2d(&self.conv, x);
         let x = match &self.bn {
             Some(bn) => bn.forward(x),
             None => x,
