@@ -10,7 +10,7 @@ fn ops(c: &mut Criterion) {
     let mut g = c.benchmark_group("ops");
     g.sample_size(10);
     for (backend, device) in bench_devices() {
-        for w in workload::standard(None).into_iter().filter(|w| w.group == "op") {
+        for w in workload::standard(None).into_iter().filter(|w| w.group == "op" && w.runs_on(backend)) {
             let mut run = w.prepare(&device).expect("standard op workloads build");
             g.bench_function(format!("{} [{backend}]", w.name), |b| b.iter(&mut run));
         }

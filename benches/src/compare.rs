@@ -52,6 +52,10 @@ pub fn run_compare(
     let torch = server.as_ref().map(|s| TorchInfo { version: s.version.clone(), threads: s.threads });
     let mut rows = Vec::new();
     for (i, w) in workloads.iter().enumerate() {
+        if !w.runs_on(&options.backend) {
+            progress(&format!("{}: skipped on {} (the backend lacks this op's backward)", w.name, options.backend));
+            continue;
+        }
         let mut kiln = w.prepare(&options.device)?;
         let mut torch_note = None;
         if let Some(s) = server.as_mut()
