@@ -86,7 +86,7 @@ struct Cli {
 enum Command {
     /// Per-layer and total cost of a model: shapes, params, MACs/FLOPs, memory, receptive field.
     Analyze(AnalyzeArgs),
-    /// Load a torchvision / timm state_dict (.pth), run the model on a .npy input, write a .npy.
+    /// Run a model on a .npy input with torchvision / timm weights (.pth) or a trained model folder.
     Run(RunArgs),
     /// Train a zoo model on a dataset (burn-train Learner): metrics.json, curves.svg, report.md, model.
     Train(train::TrainArgs),
