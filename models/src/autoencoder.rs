@@ -285,26 +285,29 @@ impl Trace for DenseAutoencoder {
 crate::zoo_model!(DenseAutoencoder, map);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {
-    vec![ModelEntry {
-        name: "conv_autoencoder".into(),
-        aliases: vec!["autoencoder".into()],
-        summary: "convolutional autoencoder for 1x28x28 (MNIST), 16-number code, sigmoid reconstruction".into(),
-        default_input: [1, 28, 28],
-        num_classes: 10,
-        build: |o: &ModelOptions, d| {
-            // num_classes is not used: the output is a reconstruction of the input.
-            o.no_width("conv_autoencoder")?;
-            Ok(Box::new(ConvAutoencoderConfig::new().with_in_channels(o.in_channels).init(d)))
+    vec![
+        ModelEntry {
+            name: "conv_autoencoder".into(),
+            aliases: vec!["autoencoder".into()],
+            summary: "convolutional autoencoder for 1x28x28 (MNIST), 16-number code, sigmoid reconstruction".into(),
+            default_input: [1, 28, 28],
+            num_classes: 10,
+            build: |o: &ModelOptions, d| {
+                // num_classes is not used: the output is a reconstruction of the input.
+                o.no_width("conv_autoencoder")?;
+                Ok(Box::new(ConvAutoencoderConfig::new().with_in_channels(o.in_channels).init(d)))
+            },
         },
-    }, ModelEntry {
-        name: "dense_autoencoder".into(),
-        aliases: vec![],
-        summary: "fully connected autoencoder for 1x28x28 (784-256-16-256-784), sigmoid reconstruction".into(),
-        default_input: [1, 28, 28],
-        num_classes: 10,
-        build: |o: &ModelOptions, d| {
-            o.no_width("dense_autoencoder")?;
-            Ok(Box::new(DenseAutoencoderConfig::new().with_in_channels(o.in_channels).init(d)))
+        ModelEntry {
+            name: "dense_autoencoder".into(),
+            aliases: vec![],
+            summary: "fully connected autoencoder for 1x28x28 (784-256-16-256-784), sigmoid reconstruction".into(),
+            default_input: [1, 28, 28],
+            num_classes: 10,
+            build: |o: &ModelOptions, d| {
+                o.no_width("dense_autoencoder")?;
+                Ok(Box::new(DenseAutoencoderConfig::new().with_in_channels(o.in_channels).init(d)))
+            },
         },
-    }]
+    ]
 }

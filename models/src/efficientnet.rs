@@ -318,7 +318,11 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
         build: |o: &ModelOptions, d| {
             o.no_width("efficientnet_b0")?;
             Ok(Box::new(
-                EfficientNetConfig::new().with_num_classes(o.num_classes).with_in_channels(o.in_channels).with_dropout(o.dropout.unwrap_or(0.2)).init(d),
+                EfficientNetConfig::new()
+                    .with_num_classes(o.num_classes)
+                    .with_in_channels(o.in_channels)
+                    .with_dropout(o.dropout.unwrap_or(0.2))
+                    .init(d),
             ))
         },
     }]

@@ -224,7 +224,11 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             build: |o: &ModelOptions, d| {
                 o.no_width("vgg16")?;
                 Ok(Box::new(
-                    VggConfig::vgg16(false).with_num_classes(o.num_classes).with_in_channels(o.in_channels).with_dropout(o.dropout.unwrap_or(0.5)).init(d),
+                    VggConfig::vgg16(false)
+                        .with_num_classes(o.num_classes)
+                        .with_in_channels(o.in_channels)
+                        .with_dropout(o.dropout.unwrap_or(0.5))
+                        .init(d),
                 ))
             },
         },
@@ -237,7 +241,11 @@ pub(crate) fn entries() -> Vec<ModelEntry> {
             build: |o: &ModelOptions, d| {
                 o.no_width("vgg16_bn")?;
                 Ok(Box::new(
-                    VggConfig::vgg16(true).with_num_classes(o.num_classes).with_in_channels(o.in_channels).with_dropout(o.dropout.unwrap_or(0.5)).init(d),
+                    VggConfig::vgg16(true)
+                        .with_num_classes(o.num_classes)
+                        .with_in_channels(o.in_channels)
+                        .with_dropout(o.dropout.unwrap_or(0.5))
+                        .init(d),
                 ))
             },
         },

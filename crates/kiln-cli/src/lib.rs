@@ -318,13 +318,22 @@ fn run_analyze(registry: &Registry, a: &AnalyzeArgs) -> Result<String, CliError>
     })
 }
 
-fn analyze_trained(registry: &Registry, a: &AnalyzeArgs, dir: &std::path::Path, device: &Device) -> Result<String, CliError> {
+fn analyze_trained(
+    registry: &Registry,
+    a: &AnalyzeArgs,
+    dir: &std::path::Path,
+    device: &Device,
+) -> Result<String, CliError> {
     let usage = |e: &dyn std::fmt::Display| CliError::Usage(e.to_string());
     let saved = kiln_train::saved::load(registry, dir, device).map_err(|e| usage(&e))?;
     if let Some(name) = &a.model {
         let asked = registry.get(name).map_err(|e| usage(&e))?.name.clone();
         if asked != saved.spec.model {
-            return Err(CliError::Usage(format!("{} holds a trained {}, not {asked}", dir.display(), saved.spec.model)));
+            return Err(CliError::Usage(format!(
+                "{} holds a trained {}, not {asked}",
+                dir.display(),
+                saved.spec.model
+            )));
         }
     }
     let mut shape = saved.spec.input_shape(a.batch.max(1));

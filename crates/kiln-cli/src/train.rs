@@ -142,7 +142,9 @@ impl TrainArgs {
             "auto" => Display::Auto,
             "plain" => Display::Plain,
             "quiet" => Display::Quiet,
-            other => return Err(CliError::Usage(format!("unknown --progress '{other}': expected auto, plain or quiet"))),
+            other => {
+                return Err(CliError::Usage(format!("unknown --progress '{other}': expected auto, plain or quiet")));
+            }
         };
         c.teacher = self.teacher.clone();
         c.kd_alpha = self.kd_alpha;
@@ -179,9 +181,6 @@ pub(crate) fn run(registry: &Registry, args: &TrainArgs) -> Result<(), CliError>
         println!("overfitting: {}", if v.overfitting { v.reason.clone() } else { "none detected".into() });
     }
     println!("gradients: {}", r.gradient_verdict());
-    println!(
-        "wrote {}/{{metrics.json, curves.svg, report.md, model.json, model.bpk}}",
-        cfg.out.display()
-    );
+    println!("wrote {}/{{metrics.json, curves.svg, report.md, model.json, model.bpk}}", cfg.out.display());
     Ok(())
 }

@@ -40,7 +40,18 @@ fn trained_model_runs_and_analyzes() {
     let out = tmp("ok");
     let o = out.to_str().unwrap();
     let code = cli(&[
-        "train", "lenet5", "--epochs", "1", "--train-limit", "600", "--out", o, "--progress", "quiet", "--dropout", "0.1",
+        "train",
+        "lenet5",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "600",
+        "--out",
+        o,
+        "--progress",
+        "quiet",
+        "--dropout",
+        "0.1",
     ]);
     assert_eq!(code, ExitCode::SUCCESS);
     for f in ["metrics.json", "curves.svg", "report.md", "model.json", "model.bpk"] {
@@ -56,13 +67,31 @@ fn trained_model_runs_and_analyzes() {
     }
     kiln_models::npy::write(&input, &kiln_models::npy::NpyArray { shape: vec![3, 1, 28, 28], data: pixels }).unwrap();
     let output = out.join("out.npy");
-    let code = cli(&["run", "lenet5", "--weights", o, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+    let code = cli(&[
+        "run",
+        "lenet5",
+        "--weights",
+        o,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
     assert_eq!(code, ExitCode::SUCCESS);
     assert_eq!(kiln_models::npy::read(&output).unwrap().shape, vec![3, 10]);
     // The wrong model name or input shape is refused, and nothing is written.
     let other = out.join("other.npy");
     assert_eq!(
-        cli(&["run", "resnet18", "--weights", o, "--input", input.to_str().unwrap(), "--output", other.to_str().unwrap()]),
+        cli(&[
+            "run",
+            "resnet18",
+            "--weights",
+            o,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            other.to_str().unwrap()
+        ]),
         ExitCode::from(2)
     );
     assert!(!other.exists());

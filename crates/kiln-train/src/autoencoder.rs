@@ -14,7 +14,12 @@ use crate::model::AnyModel;
 
 /// The encoder's codes of a whole split, `[N, code]`, when the model is an autoencoder with an
 /// encoder (`conv_autoencoder`, `dense_autoencoder`).
-pub fn encode_split(model: &AnyModel, data: &ImageDataset, adapter: &InputAdapter, device: &Device) -> Option<Tensor<2>> {
+pub fn encode_split(
+    model: &AnyModel,
+    data: &ImageDataset,
+    adapter: &InputAdapter,
+    device: &Device,
+) -> Option<Tensor<2>> {
     let mut codes = Vec::new();
     let mut supported = true;
     for_each_batch(model, data, adapter, 256, device, |m, x, _, _| match m {
@@ -92,6 +97,5 @@ pub fn save_reconstructions(
         pad(&mut row);
         grid.extend(row);
     }
-    kiln_unsupervised::picture::save_grid_png(path, &grid, h, w, cols, 3)
-        .map_err(|e| TrainError::io(path, e))
+    kiln_unsupervised::picture::save_grid_png(path, &grid, h, w, cols, 3).map_err(|e| TrainError::io(path, e))
 }

@@ -44,4 +44,7 @@ pub use model::{AnyModel, Distillation, ImageBatch, Task, Trainee, distillation_
 pub use recorder::EpochRecord;
 pub use report::TrainReport;
 pub use saved::{ModelSpec, SavedModel};
-pub use train::{Prepared, Splits, TrainOutcome, fit, load_splits, load_teacher, overfitting_verdict, prepare, train, weight_sparsity};
+pub use train::{
+    Prepared, Splits, TrainOutcome, fit, load_splits, load_teacher, overfitting_verdict, prepare, train,
+    weight_sparsity,
+};

@@ -1,12 +1,12 @@
 //! A silent burn-train renderer, used when the terminal dashboard is not wanted (no terminal,
 //! tests, library calls): the trainer prints one line per epoch itself instead.
 
+use burn::train::LearnerSummary;
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
 use burn::train::metric::MetricDefinition;
 use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
 };
-use burn::train::LearnerSummary;
 
 /// Renders nothing.
 #[derive(Debug, Default)]
@@ -28,7 +28,14 @@ impl MetricsRendererEvaluation for SilentRenderer {
 }
 
 impl TrainingProgressLogger for SilentRenderer {
-    fn start(&mut self, _total_epochs: usize, _starting_epoch: usize, _total_items: Option<usize>, _label: Option<&str>) {}
+    fn start(
+        &mut self,
+        _total_epochs: usize,
+        _starting_epoch: usize,
+        _total_items: Option<usize>,
+        _label: Option<&str>,
+    ) {
+    }
     fn update_epoch(&mut self, _epoch: usize) {}
     fn start_split(&mut self, _split: &str, _total_items: usize) {}
     fn update_split(&mut self, _items_processed: usize) {}

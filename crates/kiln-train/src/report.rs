@@ -85,12 +85,7 @@ impl TrainReport {
         );
         s += &format!("| init / seed | {} / {} |\n", c.init.name(), c.seed);
         if let Some(t) = &c.teacher {
-            s += &format!(
-                "| distillation | from {} (α {}, T {}) |\n",
-                t.display(),
-                c.kd_alpha,
-                c.kd_temperature
-            );
+            s += &format!("| distillation | from {} (α {}, T {}) |\n", t.display(), c.kd_alpha, c.kd_temperature);
         }
         s += &format!("| augmentation | {} |\n", c.augment.as_deref().unwrap_or("none"));
         s += &format!("| input | {} |\n", self.input_adaptation);
@@ -104,7 +99,12 @@ impl TrainReport {
         s += "## Result\n\n";
         match self.test_accuracy {
             Some(a) => s += &format!("- **Test accuracy: {:.4}** (test loss {:.4})\n", a, self.test_loss),
-            None => s += &format!("- **Test reconstruction MSE: {:.5}** per pixel\n", self.test_mse.unwrap_or(self.test_loss)),
+            None => {
+                s += &format!(
+                    "- **Test reconstruction MSE: {:.5}** per pixel\n",
+                    self.test_mse.unwrap_or(self.test_loss)
+                )
+            }
         }
         match (&self.stopped_early, &self.stop_reason) {
             (true, Some(r)) => s += &format!("- Early stopping: {r}\n"),
@@ -169,7 +169,11 @@ impl TrainReport {
         if self.task == Task::Classification {
             let ta = self.epochs.iter().map(|e| e.train_accuracy.unwrap_or(f64::NAN)).collect();
             let va = self.epochs.iter().map(|e| e.val_accuracy.unwrap_or(f64::NAN)).collect();
-            panels.push(Panel { title: "accuracy", legend_bottom: true, series: vec![("train", "#1f77b4", ta), ("validation", "#d62728", va)] });
+            panels.push(Panel {
+                title: "accuracy",
+                legend_bottom: true,
+                series: vec![("train", "#1f77b4", ta), ("validation", "#d62728", va)],
+            });
         }
         svg_chart(&format!("{} on {} ({})", self.model, self.dataset, self.backend), &epochs, &panels)
     }
@@ -257,9 +261,7 @@ fn svg_chart(title: &str, x: &[f64], panels: &[Panel]) -> String {
             mt - 10.0,
             panel.title
         );
-        s += &format!(
-            "<rect x=\"{ox}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#444\"/>\n"
-        );
+        s += &format!("<rect x=\"{ox}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#444\"/>\n");
         let mut t = lo;
         while t <= hi + step * 1e-6 {
             let y = py(t);
@@ -287,11 +289,7 @@ fn svg_chart(title: &str, x: &[f64], panels: &[Panel]) -> String {
             );
             e += xstep;
         }
-        s += &format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">epoch</text>\n",
-            ox + pw / 2.0,
-            mt + ph + 36.0
-        );
+        s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">epoch</text>\n", ox + pw / 2.0, mt + ph + 36.0);
         for (si, (name, color, ys)) in panel.series.iter().enumerate() {
             let pts: Vec<String> = x
                 .iter()
@@ -308,7 +306,11 @@ fn svg_chart(title: &str, x: &[f64], panels: &[Panel]) -> String {
                 s += &format!("<circle cx=\"{a}\" cy=\"{b}\" r=\"2.5\" fill=\"{color}\"/>");
             }
             let rows = panel.series.len() as f64;
-            let ly = if panel.legend_bottom { mt + ph - 12.0 - (rows - 1.0 - si as f64) * 16.0 } else { mt + 16.0 + si as f64 * 16.0 };
+            let ly = if panel.legend_bottom {
+                mt + ph - 12.0 - (rows - 1.0 - si as f64) * 16.0
+            } else {
+                mt + 16.0 + si as f64 * 16.0
+            };
             s += &format!(
                 "\n<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"/>\
                  <text x=\"{}\" y=\"{}\">{name}</text>\n",

@@ -18,6 +18,7 @@ use kiln_metrics::{ConfusionMatrix, OverfittingDetector};
 use kiln_models::{Output, Registry};
 use kiln_regularize::{EarlyStopping, Mode};
 
+use crate::TrainError;
 use crate::config::{ChannelAdapt, Display, OptimizerKind, TrainConfig};
 use crate::data::{ImageBatcher, IndexDataset, InputAdapter, for_each_batch};
 use crate::init::initialize;
@@ -26,7 +27,6 @@ use crate::recorder::{EpochRecord, Recorder};
 use crate::renderer::SilentRenderer;
 use crate::report::TrainReport;
 use crate::saved::{self, ModelSpec};
-use crate::TrainError;
 
 /// The three splits a run uses, unscaled (pixels as the dataset gives them).
 #[derive(Clone, Debug)]
@@ -48,7 +48,11 @@ pub fn load_splits(cfg: &TrainConfig) -> Result<Splits, TrainError> {
         Some(test) => (ds.train, test, None),
         None => {
             let (train, test) = ds.train.split_validation(0.2, cfg.seed ^ 0x7E57)?;
-            (train, test, Some("the dataset has no test split: 20 % of its training images are held out as test".into()))
+            (
+                train,
+                test,
+                Some("the dataset has no test split: 20 % of its training images are held out as test".into()),
+            )
         }
     };
     let (mut train, val) = train_full.split_validation(cfg.val_fraction, cfg.seed)?;
@@ -85,10 +89,10 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
         (nc, false, None)
     } else {
         match cfg.channels {
-            ChannelAdapt::Stem => (dc, false, Some(format!("first convolution built for {dc} channel(s) (native {nc})"))),
-            ChannelAdapt::Repeat if dc == 1 => {
-                (nc, true, Some(format!("1-channel images repeated to {nc} channels")))
+            ChannelAdapt::Stem => {
+                (dc, false, Some(format!("first convolution built for {dc} channel(s) (native {nc})")))
             }
+            ChannelAdapt::Repeat if dc == 1 => (nc, true, Some(format!("1-channel images repeated to {nc} channels"))),
             ChannelAdapt::Repeat => {
                 return Err(TrainError::Mismatch(format!(
                     "{} takes {nc} channels and the data has {dc}: channel repeat only applies to 1-channel \
@@ -110,7 +114,8 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
         format!("{mh}x{mw} (native)")
     };
     let num_classes = if cfg.num_classes > 0 { cfg.num_classes } else { splits.train.num_classes() };
-    let options = kiln_models::ModelOptions { num_classes, width_mult: cfg.width_mult, in_channels, dropout: cfg.dropout };
+    let options =
+        kiln_models::ModelOptions { num_classes, width_mult: cfg.width_mult, in_channels, dropout: cfg.dropout };
     device.seed(cfg.seed);
     // Built on the autodiff device so that its parameters are tracked when the Learner trains it.
     let zoo = registry.build(&entry.name, &options, &device.clone().autodiff())?;
@@ -180,7 +185,12 @@ pub struct TrainOutcome {
 
 /// Builds, trains, evaluates and saves `cfg.model`: the `cargo xtask train` pipeline.
 /// `backend` names `device`'s backend in the report.
-pub fn train(registry: &Registry, cfg: &TrainConfig, backend: &str, device: &Device) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    registry: &Registry,
+    cfg: &TrainConfig,
+    backend: &str,
+    device: &Device,
+) -> Result<TrainOutcome, TrainError> {
     let prepared = prepare(registry, cfg, device)?;
     let distillation = match &cfg.teacher {
         Some(dir) => Some(load_teacher(registry, dir, &prepared.spec, cfg.kd_alpha, cfg.kd_temperature, device)?),
@@ -248,7 +258,9 @@ fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     let momentum = |nesterov| MomentumConfig::new().with_momentum(0.9).with_dampening(0.0).with_nesterov(nesterov);
     match cfg.optimizer {
         OptimizerKind::Gd | OptimizerKind::Sgd => SgdConfig::new().with_weight_decay(decay).init(),
-        OptimizerKind::Momentum => SgdConfig::new().with_weight_decay(decay).with_momentum(Some(momentum(false))).init(),
+        OptimizerKind::Momentum => {
+            SgdConfig::new().with_weight_decay(decay).with_momentum(Some(momentum(false))).init()
+        }
         OptimizerKind::Nesterov => SgdConfig::new().with_weight_decay(decay).with_momentum(Some(momentum(true))).init(),
         OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).with_weight_decay(decay).init(),
         OptimizerKind::AdaGrad => AdaGradConfig::new().with_weight_decay(decay).init(),
@@ -353,11 +365,12 @@ pub fn fit(
 
     let adapter = Arc::new(spec.input.clone());
     let batch = if cfg.optimizer == OptimizerKind::Gd { splits.train.len() } else { cfg.batch_size };
-    let train_loader = DataLoaderBuilder::new(ImageBatcher::new(splits.train.clone(), adapter.clone(), augment, cfg.seed))
-        .batch_size(batch)
-        .shuffle(cfg.seed)
-        .set_device(device.clone())
-        .build(IndexDataset(splits.train.len()));
+    let train_loader =
+        DataLoaderBuilder::new(ImageBatcher::new(splits.train.clone(), adapter.clone(), augment, cfg.seed))
+            .batch_size(batch)
+            .shuffle(cfg.seed)
+            .set_device(device.clone())
+            .build(IndexDataset(splits.train.len()));
     let valid_loader = DataLoaderBuilder::new(ImageBatcher::new(splits.val.clone(), adapter.clone(), None, cfg.seed))
         .batch_size(cfg.batch_size.max(64))
         .set_device(device.clone())
@@ -460,7 +473,14 @@ pub fn fit(
         _ => vec![],
     };
     let code_clusters = if spec.task == Task::Reconstruction {
-        crate::autoencoder::save_reconstructions(&out.join("reconstructions.png"), &model, test, &spec.input, 16, device)?;
+        crate::autoencoder::save_reconstructions(
+            &out.join("reconstructions.png"),
+            &model,
+            test,
+            &spec.input,
+            16,
+            device,
+        )?;
         crate::autoencoder::cluster_codes(&model, test, &spec.input, cfg.seed, device)?
     } else {
         None

@@ -19,7 +19,10 @@ fn recipe(backend: &str, device: Device) {
     let out = kiln_train::train(&registry, &cfg, backend, &device).expect("training runs");
     let r = &out.report;
     let acc = r.test_accuracy.expect("classification");
-    println!("{backend}: test accuracy {acc:.4}, epochs {:?}", r.epochs.iter().map(|e| e.val_accuracy).collect::<Vec<_>>());
+    println!(
+        "{backend}: test accuracy {acc:.4}, epochs {:?}",
+        r.epochs.iter().map(|e| e.val_accuracy).collect::<Vec<_>>()
+    );
     assert!(acc >= 0.95, "{backend}: test accuracy {acc} < 0.95");
     assert_eq!(r.epochs.len(), 10);
     assert_eq!(r.split_sizes, [3600, 400, 1000]);

@@ -46,7 +46,12 @@ fn l1_raises_weight_sparsity() {
     l1.l1 = 1e-4;
     let sparse = run(&l1);
     println!("sparsity: none {:.4}, l1 {:.4}", plain.weight_sparsity, sparse.weight_sparsity);
-    assert!(sparse.weight_sparsity > plain.weight_sparsity + 0.05, "{} vs {}", sparse.weight_sparsity, plain.weight_sparsity);
+    assert!(
+        sparse.weight_sparsity > plain.weight_sparsity + 0.05,
+        "{} vs {}",
+        sparse.weight_sparsity,
+        plain.weight_sparsity
+    );
     assert!(sparse.test_accuracy.unwrap() > 0.8);
 }
 

@@ -50,7 +50,9 @@ fn train(init: InitKind) -> (f32, f32) {
 fn zero_init_never_breaks_symmetry_kaiming_does() {
     let (zero_spread, zero_loss) = train(InitKind::Zeros);
     let (kaiming_spread, kaiming_loss) = train(InitKind::Kaiming);
-    println!("zeros: spread {zero_spread:e}, loss {zero_loss}; kaiming: spread {kaiming_spread:e}, loss {kaiming_loss}");
+    println!(
+        "zeros: spread {zero_spread:e}, loss {zero_loss}; kaiming: spread {kaiming_spread:e}, loss {kaiming_loss}"
+    );
     // All 16 hidden units received identical updates: they are still one unit copied 16 times.
     assert!(zero_spread < 1e-6, "zero init: hidden units differ by {zero_spread}");
     // ... although the weights did move away from zero (the output layer and hidden layer learn).
