@@ -369,11 +369,7 @@ impl CompareReport {
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<(), BenchError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        BenchError::Io { path: path.to_path_buf(), source }
-    })
+    kiln_data::write_atomic(path, text.as_bytes()).map_err(|source| BenchError::Io { path: path.to_path_buf(), source })
 }
 
 fn trim(v: f64) -> String {

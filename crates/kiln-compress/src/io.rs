@@ -57,8 +57,7 @@ pub fn save_compressed<M: Compressible>(model: &M, plan: &SavedPlan, dir: &Path)
     std::fs::rename(&tmp, &weights).map_err(|e| CompressError::io(&weights, e))?;
     let json = serde_json::to_string_pretty(&plan).map_err(|e| CompressError::io(dir, e))?;
     let p = dir.join(PLAN_FILE);
-    let tmp = dir.join("compress.json.tmp");
-    std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, &p)).map_err(|e| CompressError::io(&p, e))?;
+    kiln_data::write_atomic(&p, json.as_bytes()).map_err(|e| CompressError::io(&p, e))?;
     std::fs::metadata(&weights).map(|m| m.len()).map_err(|e| CompressError::io(&weights, e))
 }
 

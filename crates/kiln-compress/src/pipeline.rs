@@ -201,9 +201,5 @@ pub fn compress<M: Compressible, T: Compressible>(
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CompressError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CompressError::io(path, e)
-    })
+    kiln_data::write_atomic(path, bytes).map_err(|e| CompressError::io(path, e))
 }

@@ -20,7 +20,7 @@
 //! (Burn's CPU backends have no int8 convolution kernels).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
@@ -405,20 +405,12 @@ impl Quantized {
         acts.sort_by_key(|(i, _)| **i);
         header.acts = acts.into_iter().map(|(i, q)| (self.graph.ops[*i].path.clone(), *q)).collect();
         let json = serde_json::to_vec(&header).map_err(|e| CompressError::io(path, e))?;
-        let tmp = path.with_extension("kq8.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(KQ8_MAGIC)?;
-            f.write_all(&(json.len() as u64).to_le_bytes())?;
-            f.write_all(&json)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            CompressError::io(path, e)
-        })?;
+        let mut bytes = Vec::with_capacity(KQ8_MAGIC.len() + 8 + json.len() + body.len());
+        bytes.extend_from_slice(KQ8_MAGIC);
+        bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&body);
+        kiln_data::write_atomic(path, &bytes).map_err(|e| CompressError::io(path, e))?;
         Ok((KQ8_MAGIC.len() + 8 + json.len() + body.len()) as u64)
     }
 }

@@ -95,9 +95,8 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec, TrainError> {
             spec_path.display()
         ))
     })?;
-    serde_json::from_str(&text).map_err(|e| {
-        TrainError::Saved(format!("{} is not a kiln model spec: {e}", spec_path.display()))
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| TrainError::Saved(format!("{} is not a kiln model spec: {e}", spec_path.display())))
 }
 
 /// Loads a model folder written by [`save`] (the architecture from `registry`, the weights from
@@ -110,15 +109,7 @@ pub fn load(registry: &Registry, path: &Path, device: &Device) -> Result<SavedMo
     Ok(SavedModel { spec, model })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder.
+/// Writes `bytes` to `path` atomically ([`kiln_data::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension(format!(
-        "{}.partial",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("tmp")
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainError::io(path, e)
-    })
+    kiln_data::write_atomic(path, bytes).map_err(|e| TrainError::io(path, e))
 }

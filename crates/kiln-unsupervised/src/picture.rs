@@ -6,7 +6,6 @@
 //! black). The file is written to a temporary file in the same folder and renamed, so a failed
 //! write never leaves a partial PNG behind.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Result, UnsupervisedError};
@@ -100,21 +99,9 @@ fn write_png_atomic(path: &Path, pixels: &[u8], width: u32, height: u32, color: 
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+/// Writes `bytes` to `path` atomically ([`kiln_data::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e| UnsupervisedError::Io { path: path.to_path_buf(), source: e };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    kiln_data::write_atomic(path, bytes).map_err(|e| UnsupervisedError::Io { path: path.to_path_buf(), source: e })
 }
 
 #[cfg(test)]
