@@ -442,7 +442,9 @@ pub fn fit(
     });
     let test_loss = loss_sum / test.len().max(1) as f64;
     let (test_accuracy, test_mse, confusion) = if classification {
-        let cm = cm.with_class_names(spec.class_names.clone()).unwrap_or(cm_clone_fallback(&spec));
+        // Names are decoration: a dataset whose names do not match the class count keeps the
+        // counts, unnamed (the old fallback replaced them with an empty matrix).
+        let cm = cm.clone().with_class_names(spec.class_names.clone()).unwrap_or(cm);
         (Some(cm.accuracy()), None, Some(cm))
     } else {
         (None, Some(test_loss), None)
@@ -568,10 +570,6 @@ fn one_based_epochs(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-fn cm_clone_fallback(spec: &ModelSpec) -> ConfusionMatrix {
-    ConfusionMatrix::new(spec.num_classes.max(2)).expect("at least two classes")
 }
 
 /// Fraction of conv / linear weights (rank >= 2) whose magnitude is below `threshold`.
