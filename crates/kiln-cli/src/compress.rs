@@ -11,16 +11,22 @@ use kiln_compress::{
     PipelineData, QuantConfig,
 };
 use kiln_models::Registry;
+use kiln_models::densenet::DenseNet;
+use kiln_models::ghostnet::GhostNet;
 use kiln_models::lenet::LeNet5;
 use kiln_models::mobilenet_v2::MobileNetV2;
+use kiln_models::mobilenet_v3::MobileNetV3;
 use kiln_models::resnet::ResNet;
+use kiln_models::shufflenet_v2::ShuffleNetV2;
+use kiln_models::squeezenet::SqueezeNet;
 
 use crate::{Backend, CliError};
 
 /// Arguments of `compress`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct CompressArgs {
-    /// Model name (the architecture of `--from`: lenet5, mobilenet_v2, resnet18/34/50).
+    /// Model name (the architecture of `--from`: lenet5, mobilenet_v2 / v3, resnet*, densenet*,
+    /// shufflenet_v2_*, ghostnet, squeezenet*).
     model: String,
     /// Folder written by `cargo xtask train --out` (model.json + model.bpk).
     #[arg(long)]
@@ -199,11 +205,11 @@ pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliErr
             )*
             drop(model);
             Err(usage(format!(
-                "compress supports lenet5, mobilenet_v2 and resnet18/34/50 (models implementing kiln_compress::Compressible); got {canonical}"
+                "compress supports lenet5, mobilenet_v2, mobilenet_v3_*, resnet*, densenet*, shufflenet_v2_*, ghostnet and squeezenet* (models implementing kiln_compress::Compressible); got {canonical}"
             )))
         }};
     }
-    go!(LeNet5, MobileNetV2, ResNet)
+    go!(LeNet5, MobileNetV2, ResNet, MobileNetV3, DenseNet, ShuffleNetV2, GhostNet, SqueezeNet)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -42,5 +42,5 @@ pub use model::Compressible;
 pub use pipeline::{PipelineConfig, PipelineData, compress};
 pub use quantize::{Calibration, Granularity, QuantConfig, Quantized, quantize};
 pub use report::{CompressReport, Measure, StageRow, measure};
-pub use structured::{ChannelPlan, ChannelPruneConfig, Importance, prune_channels};
+pub use structured::{ChannelPlan, ChannelPruneConfig, Importance, prune_channels, zero_channels};
 pub use unstructured::{Scope, prune_magnitude};

@@ -7,9 +7,14 @@ use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use kiln_layers::{ConvBnAct, Trace, fold_bn_into_conv};
+use kiln_models::densenet::DenseNet;
+use kiln_models::ghostnet::GhostNet;
 use kiln_models::lenet::LeNet5;
 use kiln_models::mobilenet_v2::MobileNetV2;
+use kiln_models::mobilenet_v3::MobileNetV3;
 use kiln_models::resnet::ResNet;
+use kiln_models::shufflenet_v2::ShuffleNetV2;
+use kiln_models::squeezenet::SqueezeNet;
 
 /// A classifier kiln can prune, fold, quantize and distill.
 pub trait Compressible: Module + Trace + 'static {
@@ -180,5 +185,181 @@ impl Compressible for ResNet {
             }
         }
         n
+    }
+}
+
+fn sync_conv(c: &mut Conv2d) {
+    let [o, i, _, _] = c.weight.dims();
+    if c.groups > 1 && i == 1 {
+        c.groups = o;
+    }
+}
+
+impl Compressible for MobileNetV3 {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+
+    fn hint(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features(x)
+    }
+
+    fn sync_groups(&mut self) {
+        sync_dw(&mut self.stem);
+        for b in &mut self.blocks {
+            sync_dw(&mut b.dw);
+        }
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_cba(&mut self.stem);
+        for b in &mut self.blocks {
+            if let Some(e) = &mut b.expand {
+                unshare_cba(e);
+            }
+            unshare_cba(&mut b.dw);
+            unshare_cba(&mut b.project);
+        }
+        unshare_cba(&mut self.head);
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let mut n = fold(&mut self.stem);
+        for b in &mut self.blocks {
+            if let Some(e) = &mut b.expand {
+                n += fold(e);
+            }
+            n += fold(&mut b.dw) + fold(&mut b.project);
+        }
+        n + fold(&mut self.head)
+    }
+}
+
+impl Compressible for DenseNet {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+
+    fn hint(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features(x)
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_bn(&mut self.norm0);
+        for l in self.blocks.iter_mut().flat_map(|b| b.layers.iter_mut()) {
+            unshare_bn(&mut l.norm1);
+            unshare_bn(&mut l.norm2);
+        }
+        for t in &mut self.transitions {
+            unshare_bn(&mut t.norm);
+        }
+        unshare_bn(&mut self.norm5);
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        // DenseNet's norms come before their convolutions (BN-ReLU-conv); only the stem's
+        // conv0 -> norm0 and each layer's conv1 -> norm2 are conv-then-norm.
+        let mut n = fold_keep(&mut self.conv0, &mut self.norm0);
+        for l in self.blocks.iter_mut().flat_map(|b| b.layers.iter_mut()) {
+            n += fold_keep(&mut l.conv1, &mut l.norm2);
+        }
+        n
+    }
+}
+
+impl Compressible for ShuffleNetV2 {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+
+    fn hint(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features(x)
+    }
+
+    fn sync_groups(&mut self) {
+        for u in self.stages.iter_mut().flatten() {
+            if let Some(b) = &mut u.branch1 {
+                sync_conv(&mut b.dw);
+            }
+            sync_conv(&mut u.branch2.dw);
+        }
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_bn(&mut self.conv1.bn);
+        for u in self.stages.iter_mut().flatten() {
+            if let Some(b) = &mut u.branch1 {
+                unshare_bn(&mut b.dw_bn);
+                unshare_bn(&mut b.pw_bn);
+            }
+            unshare_bn(&mut u.branch2.pw1_bn);
+            unshare_bn(&mut u.branch2.dw_bn);
+            unshare_bn(&mut u.branch2.pw2_bn);
+        }
+        unshare_bn(&mut self.conv5.bn);
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let mut n = fold_keep(&mut self.conv1.conv, &mut self.conv1.bn);
+        for u in self.stages.iter_mut().flatten() {
+            if let Some(b) = &mut u.branch1 {
+                n += fold_keep(&mut b.dw, &mut b.dw_bn) + fold_keep(&mut b.pw, &mut b.pw_bn);
+            }
+            let b = &mut u.branch2;
+            n += fold_keep(&mut b.pw1, &mut b.pw1_bn) + fold_keep(&mut b.dw, &mut b.dw_bn);
+            n += fold_keep(&mut b.pw2, &mut b.pw2_bn);
+        }
+        n + fold_keep(&mut self.conv5.conv, &mut self.conv5.bn)
+    }
+}
+
+impl Compressible for GhostNet {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+
+    fn hint(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features(x)
+    }
+
+    fn sync_groups(&mut self) {
+        for b in self.blocks.iter_mut().flatten() {
+            sync_dw(&mut b.ghost1.cheap_operation);
+            sync_dw(&mut b.ghost2.cheap_operation);
+            if let Some(c) = &mut b.conv_dw {
+                sync_conv(c);
+            }
+            if let Some(s) = &mut b.shortcut {
+                sync_conv(&mut s.dw);
+            }
+        }
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_bn(&mut self.bn1);
+        for b in self.blocks.iter_mut().flatten() {
+            for g in [&mut b.ghost1, &mut b.ghost2] {
+                unshare_cba(&mut g.primary_conv);
+                unshare_cba(&mut g.cheap_operation);
+            }
+            if let Some(bn) = &mut b.bn_dw {
+                unshare_bn(bn);
+            }
+            if let Some(s) = &mut b.shortcut {
+                unshare_bn(&mut s.dw_bn);
+                unshare_bn(&mut s.pw_bn);
+            }
+        }
+        unshare_bn(&mut self.final_block.bn1);
+    }
+}
+
+impl Compressible for SqueezeNet {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+
+    fn hint(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features(x)
     }
 }

@@ -92,7 +92,8 @@ pub fn compress<M: Compressible, T: Compressible>(
     let mut stages: Vec<StageRow> = vec![];
     let mut notes = vec![
         "params / nonzero_params: trainable tensors from the trace (BatchNorm running statistics excluded)".to_string(),
-        "macs: the analyzer's dense count at batch 1; zeros from unstructured pruning are still counted".to_string(),
+        "macs: the analyzer's dense count at batch 1; zeros from unstructured pruning are still counted (dense kernels multiply them)".to_string(),
+        "sparse_macs: each conv / linear layer's MACs times the nonzero fraction of its weight (what a sparse kernel would compute; kiln runs dense kernels, so latency does not follow it)".to_string(),
         format!(
             "latency_ms: median of {} batch-1 forward passes on {}, after 3 warm-up passes",
             cfg.latency_runs, cfg.backend
