@@ -140,7 +140,8 @@ fn int8_ptq_per_channel_keeps_accuracy_and_file_is_4x_smaller() {
 /// Quantization-aware training: one epoch of fine-tuning through fake-quantized int8 weights
 /// (per channel) and activations, exported to the same `.kq8` file as PTQ. Its int8 accuracy is
 /// at least PTQ's (within 0.5 point) and within 1 point of fp32. With 4-bit per-tensor weights,
-/// where PTQ loses accuracy, QAT recovers most of it.
+/// where PTQ loses accuracy, QAT wins it back, and beats the same fine-tuning done in fp32
+/// followed by PTQ (measured: 0.957 PTQ, 0.964 fine-tune + PTQ, 0.969 QAT; fp32 0.966).
 #[test]
 fn qat_int8_matches_ptq_and_fp32_and_recovers_4_bit_weights() {
     let model = trained_lenet();
@@ -175,10 +176,18 @@ fn qat_int8_matches_ptq_and_fp32_and_recovers_4_bit_weights() {
     // 4-bit weights, one scale per tensor: PTQ loses accuracy, QAT wins it back.
     let w4 = QuantConfig { granularity: Granularity::PerTensor, weight_bits: 4, ..QuantConfig::default() };
     let cfg4 = QatConfig { epochs: 2, lr: 5e-4, ..cfg };
-    let out = qat(model, [1, 28, 28], train, &w4, &cfg4, &device).unwrap();
+    let out = qat(model.clone(), [1, 28, 28], train, &w4, &cfg4, &device).unwrap();
     let (ptq4, qat4) = (out.ptq.accuracy(test, &flex).unwrap(), out.quantized.accuracy(test, &flex).unwrap());
-    eprintln!("4-bit per-tensor weights: fp32 {fp32:.4}, PTQ {ptq4:.4}, QAT {qat4:.4} (loss {:?})", out.losses);
+    // The control: the same fine-tuning in fp32 (same epochs, lr, seed), then PTQ.
+    let ft = FinetuneConfig { epochs: cfg4.epochs, batch: cfg4.batch, lr: cfg4.lr, seed: cfg4.seed };
+    let tuned = finetune::<_, LeNet5>(model, train, &ft, None, &device).0.valid();
+    let ft_ptq4 = quantize(&tuned, [1, 28, 28], train, &w4, &flex).unwrap().accuracy(test, &flex).unwrap();
+    eprintln!(
+        "4-bit per-tensor weights: fp32 {fp32:.4}, PTQ {ptq4:.4}, fp32 fine-tune then PTQ {ft_ptq4:.4}, QAT {qat4:.4} (loss {:?})",
+        out.losses
+    );
     assert!(qat4 > ptq4, "4-bit QAT {qat4} vs PTQ {ptq4}");
+    assert!(qat4 >= ft_ptq4, "4-bit QAT {qat4} vs fp32 fine-tune then PTQ {ft_ptq4}");
 }
 
 #[test]
