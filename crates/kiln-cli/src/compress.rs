@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use kiln_compress::io::SavedPlan;
 use kiln_compress::{
     Calibration, ChannelPruneConfig, Compressible, FinetuneConfig, Granularity, Importance, PipelineConfig,
-    PipelineData, QuantConfig,
+    PipelineData, QatConfig, QuantConfig,
 };
 use kiln_models::Registry;
 use kiln_models::densenet::DenseNet;
@@ -64,6 +64,16 @@ pub(crate) struct CompressArgs {
     /// Calibration images (from the training split).
     #[arg(long, default_value_t = 256)]
     calibration_images: usize,
+    /// Bits of the symmetric weight integers (2..=8; stored as int8 either way).
+    #[arg(long, default_value_t = 8)]
+    weight_bits: u32,
+    /// Quantization-aware training after int8 PTQ: epochs of fine-tuning through fake-quantized
+    /// weights and activations (adds a `quantize-int8-qat` stage; 0: off).
+    #[arg(long, default_value_t = 0)]
+    qat_epochs: usize,
+    /// Quantization-aware training learning rate (Adam).
+    #[arg(long, default_value_t = 1e-4)]
+    qat_lr: f64,
     /// Teacher folder (`cargo xtask train --out`) for distillation.
     #[arg(long)]
     distill_from: Option<PathBuf>,
@@ -122,6 +132,12 @@ pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliErr
     {
         return Err(usage(format!("--quantize supports int8 only, got '{q}'")));
     }
+    if args.qat_epochs > 0 && args.quantize.is_none() {
+        return Err(usage("--qat-epochs needs --quantize int8"));
+    }
+    if !(2..=8).contains(&args.weight_bits) {
+        return Err(usage(format!("--weight-bits must be in 2..=8, got {}", args.weight_bits)));
+    }
     let calibration: Calibration = args.calibration.parse().map_err(usage)?;
     let importance: Importance = args.importance.parse().map_err(usage)?;
     let eval_device = args.backend.device()?;
@@ -140,6 +156,14 @@ pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliErr
             calibration,
             activations: !args.weights_only,
             calibration_images: args.calibration_images,
+            weight_bits: args.weight_bits,
+        }),
+        qat: (args.qat_epochs > 0).then(|| QatConfig {
+            epochs: args.qat_epochs,
+            batch: args.batch_size,
+            lr: args.qat_lr,
+            seed: args.seed,
+            ..QatConfig::default()
         }),
         finetune: FinetuneConfig { epochs: args.finetune_epochs, batch: args.batch_size, lr: args.lr, seed: args.seed },
         distill: (args.alpha, args.temperature, args.hint),

@@ -45,6 +45,8 @@ fn compress_prunes_and_quantizes_a_trained_lenet_and_rejects_bad_flags() {
         vec!["compress", "lenet5", "--from", t, "--quantize", "int8", "--calibration", "kl", "--out", o],
         vec!["compress", "lenet5", "--from", t, "--prune-channels", "0.5", "--importance", "random", "--out", o],
         vec!["compress", "resnet18", "--from", t, "--out", o],
+        vec!["compress", "lenet5", "--from", t, "--qat-epochs", "1", "--out", o],
+        vec!["compress", "lenet5", "--from", t, "--quantize", "int8", "--weight-bits", "9", "--out", o],
     ] {
         assert_eq!(cli(&args), ExitCode::from(2), "{args:?}");
     }
@@ -61,6 +63,8 @@ fn compress_prunes_and_quantizes_a_trained_lenet_and_rejects_bad_flags() {
         "1",
         "--quantize",
         "int8",
+        "--qat-epochs",
+        "1",
         "--latency-runs",
         "5",
         "--out",
@@ -72,12 +76,14 @@ fn compress_prunes_and_quantizes_a_trained_lenet_and_rejects_bad_flags() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let stages = report["stages"].as_array().unwrap();
     let names: Vec<&str> = stages.iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(names, ["baseline", "prune-channels", "quantize-int8"]);
+    assert_eq!(names, ["baseline", "prune-channels", "quantize-int8", "quantize-int8-qat"]);
     let n = |i: usize, k: &str| stages[i][k].as_f64().unwrap();
     // LeNet-5 at half width: conv 3/8 and fc 60/42 channels, 416520 -> 133740 MACs.
     assert_eq!((n(0, "macs"), n(1, "macs")), (416520.0, 133740.0));
     assert!(n(1, "params") < n(0, "params") / 3.0);
     assert!(n(2, "file_bytes") * 3.0 < n(1, "file_bytes"), "{stages:?}");
+    // QAT exports the same int8 file format as PTQ: the same size (up to the printed scales).
+    assert!((n(3, "file_bytes") - n(2, "file_bytes")).abs() < 0.02 * n(2, "file_bytes"), "{stages:?}");
     for s in stages {
         let acc = s["accuracy"].as_f64().unwrap();
         assert!(acc > 0.5 && acc <= 1.0, "{s}");

@@ -66,6 +66,20 @@ pub fn check(graph: &Graph, params: &HashMap<u64, ParamValue>) -> Result<(), Com
     Ok(())
 }
 
+/// Where [`run_with`] reads the tensors of an op (`weight`, `bias`) from: plain values
+/// (`HashMap<u64, ParamValue>`, what [`run`] uses) or live, trainable tensors (quantization-aware
+/// training, [`crate::qat`]).
+pub trait ParamSource {
+    /// The tensor of `op` with this suffix, on `device`, or `None` when the op has none.
+    fn get<const D: usize>(&self, index: usize, op: &OpNode, suffix: &str, device: &Device) -> Option<Tensor<D>>;
+}
+
+impl ParamSource for HashMap<u64, ParamValue> {
+    fn get<const D: usize>(&self, _: usize, op: &OpNode, suffix: &str, device: &Device) -> Option<Tensor<D>> {
+        param(self, op, suffix).map(|p| t::<D>(p, device))
+    }
+}
+
 /// Runs the graph on `x` (`[N, C, H, W]`) and returns the logits. `hook(op index, input)` sees
 /// (and may replace) the input of every convolution and linear layer.
 pub fn run(
@@ -75,29 +89,39 @@ pub fn run(
     hook: &mut dyn FnMut(usize, Tensor<4>) -> Tensor<4>,
     hook2: &mut dyn FnMut(usize, Tensor<2>) -> Tensor<2>,
 ) -> Result<Tensor<2>, CompressError> {
+    run_with(graph, params, x, hook, hook2)
+}
+
+/// [`run`] with the op tensors read from any [`ParamSource`].
+pub fn run_with<P: ParamSource>(
+    graph: &Graph,
+    params: &P,
+    x: Tensor<4>,
+    hook: &mut dyn FnMut(usize, Tensor<4>) -> Tensor<4>,
+    hook2: &mut dyn FnMut(usize, Tensor<2>) -> Tensor<2>,
+) -> Result<Tensor<2>, CompressError> {
     let device = x.device();
     let n = x.dims()[0];
     let mut vals: HashMap<usize, Val> = HashMap::new();
     vals.insert(0, Val::T4(x));
-    let p = |op: &OpNode, s: &str| param(params, op, s);
     let mut last = 0;
     for (i, op) in graph.ops.iter().enumerate() {
         let input = vals.get(&op.inputs[0]).cloned().ok_or_else(|| unsupported(op))?;
         let out = match (op.op.as_str(), input) {
             ("Conv2d" | "Conv2d(depthwise)", Val::T4(x)) => {
                 let x = hook(i, x);
-                let w = p(op, "weight").ok_or_else(|| unsupported(op))?;
+                let w = params.get::<4>(i, op, "weight", &device).ok_or_else(|| unsupported(op))?;
                 let (_, stride, pad, dil) = window(op)?;
-                let groups = x.dims()[1] / w.shape[1];
+                let groups = x.dims()[1] / w.dims()[1];
                 let opts = ConvOptions::new(stride, pad, dil, groups);
-                Val::T4(conv2d(x, t::<4>(w, &device), p(op, "bias").map(|b| t::<1>(b, &device)), opts))
+                Val::T4(conv2d(x, w, params.get::<1>(i, op, "bias", &device), opts))
             }
             ("Linear", Val::T2(x)) => {
                 let x = hook2(i, x);
-                let w = p(op, "weight").ok_or_else(|| unsupported(op))?;
-                let mut y = x.matmul(t::<2>(w, &device));
-                if let Some(b) = p(op, "bias") {
-                    y = y + t::<1>(b, &device).unsqueeze::<2>();
+                let w = params.get::<2>(i, op, "weight", &device).ok_or_else(|| unsupported(op))?;
+                let mut y = x.matmul(w);
+                if let Some(b) = params.get::<1>(i, op, "bias", &device) {
+                    y = y + b.unsqueeze::<2>();
                 }
                 Val::T2(y)
             }

@@ -15,6 +15,8 @@
 //! - **BN folding** ([`Compressible::fold_bn`]).
 //! - **int8 quantization** ([`quantize`]): per-tensor / per-channel weights, activation
 //!   observers, min-max / percentile / MSE calibration, per-layer SQNR, a `.kq8` file ~4x smaller.
+//! - **Quantization-aware training** ([`qat`]): fine-tuning through fake-quantized weights and
+//!   activations (straight-through estimator, EMA activation observers), exported as PTQ is.
 //! - **Distillation** ([`distill`]): Hinton's soft-target loss and a FitNets hint, used by
 //!   [`finetune`].
 //!
@@ -28,6 +30,7 @@ pub mod interpret;
 pub mod io;
 pub mod model;
 pub mod pipeline;
+pub mod qat;
 pub mod quantize;
 pub mod report;
 pub mod structured;
@@ -40,6 +43,7 @@ pub use graph::{Graph, OpNode};
 pub use io::{SavedPlan, load_compressed, save_compressed};
 pub use model::Compressible;
 pub use pipeline::{PipelineConfig, PipelineData, compress};
+pub use qat::{QatConfig, QatOutcome, qat};
 pub use quantize::{Calibration, Granularity, QuantConfig, Quantized, quantize};
 pub use report::{CompressReport, Measure, StageRow, measure};
 pub use structured::{ChannelPlan, ChannelPruneConfig, Importance, prune_channels, zero_channels};

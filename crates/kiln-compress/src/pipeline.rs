@@ -14,6 +14,7 @@ use crate::error::CompressError;
 use crate::eval::{FinetuneConfig, finetune};
 use crate::io::{SavedPlan, save_compressed};
 use crate::model::Compressible;
+use crate::qat::{QatConfig, qat};
 use crate::quantize::{QuantConfig, quantize};
 use crate::report::{CompressReport, Measure, StageRow, measure};
 use crate::structured::{ChannelPruneConfig, prune_channels};
@@ -33,6 +34,10 @@ pub struct PipelineConfig {
     pub fold_bn: bool,
     /// int8 quantization.
     pub quantize: Option<QuantConfig>,
+    /// Quantization-aware training after int8 PTQ (needs `quantize`): adds a
+    /// `quantize-int8-qat` stage, which becomes the final model.
+    #[serde(default)]
+    pub qat: Option<QatConfig>,
     /// Fine-tuning after each pruning stage (and the distillation epochs).
     pub finetune: FinetuneConfig,
     /// Distillation weights `(alpha, temperature, hint weight)` when a teacher is given.
@@ -51,6 +56,7 @@ impl Default for PipelineConfig {
             prune_steps: 3,
             fold_bn: false,
             quantize: None,
+            qat: None,
             finetune: FinetuneConfig { epochs: 0, ..FinetuneConfig::default() },
             distill: (0.1, 4.0, 0.0),
             latency_runs: 100,
@@ -176,6 +182,23 @@ pub fn compress<M: Compressible, T: Compressible>(
             if qc.activations { "quantized (uint8 affine)" } else { "f32" },
             if qc.activations { " and fake-quantized activations" } else { "" },
         ));
+        if let Some(qa) = cfg.qat.as_ref().filter(|qa| qa.epochs > 0) {
+            let out = qat(model, [c, h, w], data.train, qc, qa, train_device)?;
+            let dir = stage_dir(stages.len(), "quantize-int8-qat");
+            std::fs::create_dir_all(&dir).map_err(|e| CompressError::io(&dir, e))?;
+            let bytes = out.quantized.save(&dir.join("model.kq8"))?;
+            let deq = out.quantized.dequantized_model(out.model.valid());
+            let mut row = measure("quantize-int8-qat", &deq, bytes, &meas, eval_device)?;
+            if qc.activations {
+                row.accuracy = out.quantized.accuracy(data.test, eval_device)?;
+            }
+            stages.push(row);
+            sqnr = out.quantized.sqnr.clone();
+            notes.push(format!(
+                "quantize-int8-qat: {} epochs of quantization-aware training (Adam lr {}, fake-quant with a straight-through estimator, EMA activation observers {}) from the model before quantize-int8, exported with min-max weight scales; the SQNR table is this stage's",
+                qa.epochs, qa.lr, qa.ema
+            ));
+        }
     }
     // The final model: the last stage's folder, copied to `out/model`.
     let last = stages.len() - 1;

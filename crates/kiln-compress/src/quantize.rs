@@ -77,6 +77,19 @@ pub struct QuantConfig {
     pub activations: bool,
     /// Calibration images (the first ones of the training split).
     pub calibration_images: usize,
+    /// Bits of the symmetric weight integers (`|q| <= 2^(bits-1) - 1`): 8, or down to 2 to study
+    /// low-bit weights. The `.kq8` file stores them as int8 either way; activations stay uint8.
+    #[serde(default = "eight")]
+    pub weight_bits: u32,
+}
+
+fn eight() -> u32 {
+    8
+}
+
+/// The largest integer of a symmetric `bits`-bit quantizer (127 for 8 bits, 7 for 4).
+pub fn qmax(bits: u32) -> f32 {
+    ((1u32 << (bits.clamp(2, 8) - 1)) - 1) as f32
 }
 
 impl Default for QuantConfig {
@@ -86,6 +99,7 @@ impl Default for QuantConfig {
             calibration: Calibration::MinMax,
             activations: true,
             calibration_images: 256,
+            weight_bits: 8,
         }
     }
 }
@@ -111,13 +125,14 @@ pub struct ActQuant {
 }
 
 impl ActQuant {
-    fn from_range(lo: f32, hi: f32) -> Self {
+    /// The quantizer of the range `[lo, hi]`, widened to include 0 so that zero is exact.
+    pub fn from_range(lo: f32, hi: f32) -> Self {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
         let scale = ((hi - lo) / 255.0).max(1e-8);
         Self { scale, zero_point: (-lo / scale).round().clamp(0.0, 255.0) }
     }
 
-    fn fq_scalar(&self, x: f32) -> f32 {
+    pub(crate) fn fq_scalar(&self, x: f32) -> f32 {
         ((x / self.scale).round() + self.zero_point).clamp(0.0, 255.0) * self.scale - self.zero_point * self.scale
     }
 
@@ -164,7 +179,7 @@ fn channel_index(shape: &[usize], axis: Option<usize>) -> impl Fn(usize) -> usiz
     move |i| if n == 1 { 0 } else { (i / inner) % n }
 }
 
-fn sqnr(x: &[f32], y: &[f32]) -> f64 {
+pub(crate) fn sqnr(x: &[f32], y: &[f32]) -> f64 {
     let s: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum();
     let e: f64 = x.iter().zip(y).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
     if e == 0.0 { f64::INFINITY } else { 10.0 * (s / e).log10() }
@@ -180,24 +195,37 @@ fn percentile(mut v: Vec<f32>, p: f64) -> f32 {
     *x
 }
 
-/// Symmetric int8 clip for the values `w` of one channel.
-fn weight_clip(w: &[f32], cal: Calibration) -> f32 {
+/// Symmetric clip for the values `w` of one channel, for integers in `[-qmax, qmax]`.
+fn weight_clip(w: &[f32], cal: Calibration, qmax: f32) -> f32 {
     let max = w.iter().fold(0f32, |m, x| m.max(x.abs()));
     match cal {
         Calibration::MinMax => max,
         Calibration::Percentile => percentile(w.iter().map(|x| x.abs()).collect(), 99.99).max(max * 0.5),
         Calibration::Mse => {
             let err = |c: f32| -> f64 {
-                let s = (c / 127.0).max(1e-12);
-                w.iter().map(|x| ((x / s).round().clamp(-127.0, 127.0) * s - x).powi(2) as f64).sum()
+                let s = (c / qmax).max(1e-12);
+                w.iter().map(|x| ((x / s).round().clamp(-qmax, qmax) * s - x).powi(2) as f64).sum()
             };
             (0..100).map(|i| max * (1.0 - i as f32 / 200.0)).min_by(|a, b| err(*a).total_cmp(&err(*b))).unwrap_or(max)
         }
     }
 }
 
-/// Quantizes one weight tensor (`axis` = output-channel axis).
+/// Quantizes one weight tensor to int8 (`axis` = output-channel axis).
 pub fn quantize_weight(path: &str, p: &ParamValue, axis: usize, g: Granularity, cal: Calibration) -> QTensor {
+    quantize_weight_bits(path, p, axis, g, cal, 8)
+}
+
+/// Quantizes one weight tensor to symmetric `bits`-bit integers (`axis` = output-channel axis).
+pub fn quantize_weight_bits(
+    path: &str,
+    p: &ParamValue,
+    axis: usize,
+    g: Granularity,
+    cal: Calibration,
+    bits: u32,
+) -> QTensor {
+    let qm = qmax(bits);
     let axis = match g {
         Granularity::PerTensor => None,
         Granularity::PerChannel => Some(axis),
@@ -208,8 +236,8 @@ pub fn quantize_weight(path: &str, p: &ParamValue, axis: usize, g: Granularity, 
     for (i, x) in p.values.iter().enumerate() {
         per[idx(i)].push(*x);
     }
-    let scales: Vec<f32> = per.iter().map(|w| (weight_clip(w, cal) / 127.0).max(1e-12)).collect();
-    let q = p.values.iter().enumerate().map(|(i, x)| (x / scales[idx(i)]).round().clamp(-127.0, 127.0) as i8).collect();
+    let scales: Vec<f32> = per.iter().map(|w| (weight_clip(w, cal, qm) / qm).max(1e-12)).collect();
+    let q = p.values.iter().enumerate().map(|(i, x)| (x / scales[idx(i)]).round().clamp(-qm, qm) as i8).collect();
     QTensor { path: path.to_string(), shape: p.shape.clone(), axis, scales, q }
 }
 
@@ -260,6 +288,21 @@ pub fn quantize<M: Compressible>(
     cfg: &QuantConfig,
     device: &Device,
 ) -> Result<Quantized, CompressError> {
+    quantize_with(model, input, calib, cfg, cfg.calibration, None, device)
+}
+
+/// [`quantize`] with the weight ranges chosen by `weight_cal`, and the activation quantizers
+/// given (`acts`, by op index: the ranges quantization-aware training tracked) instead of
+/// calibrated. The calibration images then only measure the activation SQNR.
+pub(crate) fn quantize_with<M: Compressible>(
+    model: &M,
+    input: [usize; 3],
+    calib: &ImageDataset,
+    cfg: &QuantConfig,
+    weight_cal: Calibration,
+    given_acts: Option<&HashMap<usize, ActQuant>>,
+    device: &Device,
+) -> Result<Quantized, CompressError> {
     let [c, h, w] = input;
     let graph = Graph::of(model, &[1, c, h, w])?;
     let mut params = param_values(model);
@@ -269,7 +312,7 @@ pub fn quantize<M: Compressible>(
         let id = op.tensor("weight").expect("weighted ops have a weight");
         let Some(p) = params.get(&id) else { continue };
         let axis = if op.op == "Linear" { 1 } else { 0 };
-        let q = quantize_weight(&p.path, p, axis, cfg.granularity, cfg.calibration);
+        let q = quantize_weight_bits(&p.path, p, axis, cfg.granularity, weight_cal, cfg.weight_bits);
         let deq = q.dequantize();
         sqnr_rows.push(LayerSqnr { layer: op.path.clone(), weight_db: sqnr(&p.values, &deq), activation_db: f64::NAN });
         params.get_mut(&id).expect("present").values = deq;
@@ -321,7 +364,13 @@ pub fn quantize<M: Compressible>(
             .collect();
         for (row, i) in weighted.iter().enumerate() {
             if let Some(s) = samples.get(i) {
-                let aq = act_range(s, cfg.calibration);
+                let aq = match given_acts {
+                    Some(given) => match given.get(i) {
+                        Some(q) => *q,
+                        None => continue,
+                    },
+                    None => act_range(s, cfg.calibration),
+                };
                 let deq: Vec<f32> = s.iter().map(|x| aq.fq_scalar(*x)).collect();
                 sqnr_rows[row].activation_db = sqnr(s, &deq);
                 acts.insert(*i, aq);
@@ -514,8 +563,8 @@ mod tests {
         // 99,999 small values and one outlier: percentile and MSE clip below the outlier.
         let mut v: Vec<f32> = (0..99_999).map(|i| (i as f32 / 99_999.0) - 0.5).collect();
         v.push(20.0);
-        let mm = weight_clip(&v, Calibration::MinMax);
-        let mse = weight_clip(&v, Calibration::Mse);
+        let mm = weight_clip(&v, Calibration::MinMax, 127.0);
+        let mse = weight_clip(&v, Calibration::Mse, 127.0);
         assert_eq!(mm, 20.0);
         assert!(mse < mm);
         // Activations: zero is exact, and the range covers the observed values.
