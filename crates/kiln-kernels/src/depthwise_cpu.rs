@@ -266,25 +266,6 @@ fn w_grad_plane_body(g: &DwGeom, x: &[f32], dy: &[f32], acc: &mut [f32]) {
     }
 }
 
-macro_rules! multiversion {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
 multiversion!(fwd_plane, fwd_plane_body, (g: &DwGeom, x: &[f32], w: &[f32], bias: f32, out: &mut [f32]));
 multiversion!(x_grad_plane, x_grad_plane_body, (g: &DwGeom, dy: &[f32], w: &[f32], dx: &mut [f32]));
 multiversion!(w_grad_plane, w_grad_plane_body, (g: &DwGeom, x: &[f32], dy: &[f32], acc: &mut [f32]));

@@ -27,16 +27,40 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
 
+/// Compiles `$body` twice, for the baseline target and with AVX2, and defines `$name` that picks
+/// the AVX2 copy at run time when the CPU has it.
+macro_rules! multiversion {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod depthwise_cpu;
 mod extension;
+mod norm_act;
+pub mod norm_act_cpu;
 
 pub use depthwise_cpu::DwGeom;
 pub use extension::DepthwiseConvBackend;
+pub use norm_act::NormActBackend;
 
 /// Errors of the kernel entry points that validate their arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -265,4 +289,85 @@ fn pad_pair(p: &PaddingConfig2d, axis: usize, size: usize, kernel: usize, stride
             (total / 2, total - total / 2)
         }
     }
+}
+
+/// `clamp(x, lo, hi)` as an activation (ReLU6: [`relu6`]): one parallel pass forward and one
+/// backward (Burn's `clamp` and its backward run single-threaded on flex). Same result as
+/// `x.clamp(lo, hi)`; the gradient is passed where `lo < x < hi` (PyTorch's `hardtanh`).
+pub fn clamp_act<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
+    if !(enabled() && x.dtype() == DType::F32 && has_kernels(&x.device())) {
+        return match (lo.is_finite(), hi.is_finite()) {
+            (true, true) => x.clamp(lo, hi),
+            (true, false) => x.clamp_min(lo),
+            (false, true) => x.clamp_max(hi),
+            (false, false) => x,
+        };
+    }
+    let out = <burn::backend::Dispatch as NormActBackend>::clamp_act(x.into_dispatch(), lo, hi);
+    Tensor::from_dispatch(out)
+}
+
+/// ReLU6, `clamp(x, 0, 6)`, through [`clamp_act`].
+pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    clamp_act(x, 0.0, 6.0)
+}
+
+/// `bn.forward(x)`: see [`batch_norm_act`] (no activation).
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_act(bn, x, f32::NEG_INFINITY, f32::INFINITY)
+}
+
+/// `clamp(bn.forward(x), lo, hi)` (`lo = 0, hi = 6`: ReLU6; `0, inf`: ReLU; `-inf, inf`: none)
+/// for `x` `[N, C, ...]`, with Burn's semantics: batch statistics and a running-statistics update
+/// when the device is autodiff and the module is training, the running statistics otherwise.
+///
+/// On flex / ndarray with `f32` tensors: training mode is one fused kernel forward (statistics,
+/// then normalise) and one backward, with a hand-written autodiff backward; inference (no
+/// autodiff) is one pass that also applies the activation. Elsewhere Burn's `BatchNorm`.
+pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
+    let device = x.device();
+    let f32s = x.dtype() == DType::F32 && bn.gamma.val().dtype() == DType::F32 && bn.beta.val().dtype() == DType::F32;
+    if !(enabled() && f32s && has_kernels(&device) && D >= 2) {
+        return clamp_act(bn.forward(x), lo, hi);
+    }
+    let [c] = bn.gamma.dims();
+    assert_eq!(x.dims()[1], c, "batch norm over {c} channels applied to an input of shape {:?}", x.dims());
+    if device.is_autodiff() && bn.training.is_enabled() {
+        let (out, mean, var) = <burn::backend::Dispatch as NormActBackend>::bn_train(
+            x.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            bn.epsilon,
+        );
+        let (out, mean, var): (Tensor<D>, Tensor<1>, Tensor<1>) =
+            (Tensor::from_dispatch(out), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
+        // The running-statistics update of Burn's `BatchNorm::forward_train`.
+        let running_mean = bn.running_mean.value_sync().to_device(&device);
+        let running_var = bn.running_var.value_sync().to_device(&device);
+        let running_mean = running_mean.mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
+        let running_var = running_var.mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
+        bn.running_mean.update(running_mean.detach());
+        bn.running_var.update(running_var.detach());
+        return clamp_act(out, lo, hi);
+    }
+    if device.is_autodiff() {
+        // Inference statistics on an autodiff device: Burn's (differentiable) batch norm.
+        return clamp_act(bn.forward(x), lo, hi);
+    }
+    let mean = bn.running_mean.value().to_device(&device);
+    let var = bn.running_var.value().to_device(&device);
+    if mean.dtype() != DType::F32 || var.dtype() != DType::F32 {
+        return clamp_act(bn.forward(x), lo, hi);
+    }
+    let out = <burn::backend::Dispatch as NormActBackend>::bn_act(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        mean.into_dispatch(),
+        var.into_dispatch(),
+        bn.epsilon,
+        lo,
+        hi,
+    );
+    Tensor::from_dispatch(out)
 }
