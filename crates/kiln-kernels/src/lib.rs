@@ -213,7 +213,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if enabled() && is_pointwise(conv) && x.dims()[1] == conv.weight.dims()[1] && pointwise_as_matmul(&x.device()) {
         return pointwise_conv2d(conv, x);
     }
-    if !is_depthwise(conv) || !enabled() || x.dims()[1] != conv.groups {
+    if !is_depthwise(conv) || !enabled() || x.dims()[1] != conv.groups || burn_depthwise_forward(&x.device()) {
         return conv.forward(x);
     }
     let [_, _, h, w] = x.dims();
@@ -228,6 +228,22 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         Ok(y) => y,
         // Not reachable for a module Burn accepted; keep Burn's behaviour (and its message).
         Err(_) => conv.forward(x),
+    }
+}
+
+/// Whether a depthwise convolution without autodiff is better left to Burn: flex's own depthwise
+/// forward is faster than kiln's loops (measured on 8x144x56x56, 3x3: 9.6 ms against 11.6 ms
+/// stride 1, 9.3 against 12.3 ms stride 2); kiln's kernel wins by its backward pass, so autodiff
+/// devices (and ndarray, whose grouped convolution is slow) keep it.
+fn burn_depthwise_forward(device: &Device) -> bool {
+    #[allow(unused_imports)]
+    use burn::backend::DispatchDevice;
+    let inner = device.clone().inner();
+    #[allow(unreachable_patterns)]
+    match inner.as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => !device.is_autodiff(),
+        _ => false,
     }
 }
 
