@@ -1,10 +1,10 @@
 //! Small dense convolutions (one group, e.g. LeNet-5's 5x5) with a backward pass built on the
 //! backend's matrix product: Burn's CPU backends compute the input gradient as a transposed
 //! convolution and the weight gradient as another convolution, both slow for few channels.
-//! Here, with `cols` the `[N, OH*OW, Cin*kh*kw]` patch matrix of `x` (im2col):
+//! Here, with `cols` the `[N, Cin*kh*kw, OH*OW]` patch matrix of `x` (im2col, row copies):
 //!
-//! - weight gradient: `sum_n dy_n [Cout, P] x cols_n [P, K]` (one batched matmul + a sum);
-//! - input gradient: `dcols_n = dy_n^T [P, Cout] x W [Cout, K]`, scattered back (col2im).
+//! - weight gradient: `sum_n dy_n [Cout, P] x cols_n^T [P, K]` (one batched matmul + a sum);
+//! - input gradient: `dcols_n = W^T [K, Cout] x dy_n [Cout, P]`, added back (col2im).
 //!
 //! The forward pass is the backend's own convolution. [`DenseConvBackend`] is implemented for
 //! `Flex` and `NdArray` and for `Autodiff<B, C>` with this backward.
@@ -111,61 +111,81 @@ impl Geom {
         self.oh * self.ow
     }
 
-    /// For every `(p, k)` the input offset inside one image, or `usize::MAX` for padding.
-    fn index(&self) -> Vec<usize> {
-        let (k, p) = (self.k(), self.p());
-        let mut idx = vec![usize::MAX; p * k];
-        for oy in 0..self.oh {
-            for ox in 0..self.ow {
-                let row = &mut idx[(oy * self.ow + ox) * k..(oy * self.ow + ox + 1) * k];
-                for ci in 0..self.cin {
-                    for ki in 0..self.kh {
-                        let iy = (oy * self.stride[0] + ki * self.dil[0]) as isize - self.pad[0] as isize;
-                        if iy < 0 || iy as usize >= self.h {
-                            continue;
-                        }
-                        for kj in 0..self.kw {
-                            let ix = (ox * self.stride[1] + kj * self.dil[1]) as isize - self.pad[1] as isize;
-                            if ix >= 0 && (ix as usize) < self.w {
-                                row[(ci * self.kh + ki) * self.kw + kj] =
-                                    (ci * self.h + iy as usize) * self.w + ix as usize;
-                            }
+    /// For kernel column `kj`: the output columns `[lo, hi)` whose input column
+    /// `ow * stride + off` is inside the input, and `off`.
+    fn cols(&self, kj: usize) -> (usize, usize, isize) {
+        let off = (kj * self.dil[1]) as isize - self.pad[1] as isize;
+        let s = self.stride[1];
+        let lo = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(s) };
+        let last = self.w as isize - 1 - off;
+        let hi = if last < 0 { 0 } else { (last as usize / s + 1).min(self.ow) };
+        (lo, hi.max(lo), off)
+    }
+
+    /// Calls `f(k, oh, input_row_offset, lo, hi, off)` for every patch row `k` and output row
+    /// `oh` whose input row is inside the image: patch element `(k, oh * OW + ow)` is input
+    /// element `input_row_offset + ow * stride + off` for `ow` in `[lo, hi)`, zero elsewhere.
+    fn for_rows(&self, mut f: impl FnMut(usize, usize, usize, usize, usize, isize)) {
+        for ci in 0..self.cin {
+            for ki in 0..self.kh {
+                for kj in 0..self.kw {
+                    let k = (ci * self.kh + ki) * self.kw + kj;
+                    let (lo, hi, off) = self.cols(kj);
+                    if hi <= lo {
+                        continue;
+                    }
+                    for oh in 0..self.oh {
+                        let iy = (oh * self.stride[0] + ki * self.dil[0]) as isize - self.pad[0] as isize;
+                        if iy >= 0 && (iy as usize) < self.h {
+                            f(k, oh, (ci * self.h + iy as usize) * self.w, lo, hi, off);
                         }
                     }
                 }
             }
         }
-        idx
     }
 }
 
-/// `cols` `[N, P, K]` of `x` `[N, Cin, H, W]`.
+/// `cols` `[N, K, P]` of `x` `[N, Cin, H, W]` (im2col; rows are contiguous copies for stride 1).
 fn im2col(g: &Geom, x: &[f32]) -> Vec<f32> {
-    let idx = g.index();
-    let (plane, pk) = (g.cin * g.h * g.w, g.p() * g.k());
-    let mut cols = vec![0.0f32; g.n * pk];
-    cols.par_chunks_mut(pk).enumerate().for_each(|(n, c)| {
+    let (plane, kp, p, ow, s) = (g.cin * g.h * g.w, g.k() * g.p(), g.p(), g.ow, g.stride[1]);
+    let mut cols = vec![0.0f32; g.n * kp];
+    cols.par_chunks_mut(kp).enumerate().for_each(|(n, c)| {
         let xs = &x[n * plane..(n + 1) * plane];
-        for (v, &i) in c.iter_mut().zip(&idx) {
-            if i != usize::MAX {
-                *v = xs[i];
+        g.for_rows(|k, oh, row, lo, hi, off| {
+            let dst = &mut c[k * p + oh * ow + lo..k * p + oh * ow + hi];
+            let start = (row as isize + (lo * s) as isize + off) as usize;
+            if s == 1 {
+                dst.copy_from_slice(&xs[start..start + (hi - lo)]);
+            } else {
+                for (d, &v) in dst.iter_mut().zip(xs[start..].iter().step_by(s)) {
+                    *d = v;
+                }
             }
-        }
+        });
     });
     cols
 }
 
-/// `dx` `[N, Cin, H, W]` from `dcols` `[N, P, K]` (the adjoint of [`im2col`]).
+/// `dx` `[N, Cin, H, W]` from `dcols` `[N, K, P]` (the adjoint of [`im2col`]).
 fn col2im(g: &Geom, dcols: &[f32]) -> Vec<f32> {
-    let idx = g.index();
-    let (plane, pk) = (g.cin * g.h * g.w, g.p() * g.k());
+    let (plane, kp, p, ow, s) = (g.cin * g.h * g.w, g.k() * g.p(), g.p(), g.ow, g.stride[1]);
     let mut dx = vec![0.0f32; g.n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each(|(n, d)| {
-        for (&v, &i) in dcols[n * pk..(n + 1) * pk].iter().zip(&idx) {
-            if i != usize::MAX {
-                d[i] += v;
+        let c = &dcols[n * kp..(n + 1) * kp];
+        g.for_rows(|k, oh, row, lo, hi, off| {
+            let src = &c[k * p + oh * ow + lo..k * p + oh * ow + hi];
+            let start = (row as isize + (lo * s) as isize + off) as usize;
+            if s == 1 {
+                for (d, &v) in d[start..start + (hi - lo)].iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else {
+                for (d, &v) in d[start..].iter_mut().step_by(s).zip(src) {
+                    *d += v;
+                }
             }
-        }
+        });
     });
     dx
 }
@@ -197,12 +217,10 @@ macro_rules! cpu_impl {
                 let w_shape = Self::dims4(&weight);
                 let g = Geom::new(x_shape, w_shape, &options);
                 let cout = w_shape[0];
-                // dcols [N, P, K] = dy^T [N, P, Cout] x W [Cout, K].
-                let dy = burn::backend::TensorMetadata::shape(&grad);
-                let dy = Self::float_reshape(grad, [dy[0], cout, g.p()].into());
-                let dy_t = Self::float_swap_dims(dy, 1, 2);
-                let w2 = Self::float_reshape(weight, [1, cout, g.k()].into());
-                let dcols = Self::float_matmul(dy_t, w2);
+                // dcols [N, K, P] = W^T [K, Cout] x dy [N, Cout, P].
+                let dy = Self::float_reshape(grad, [g.n, cout, g.p()].into());
+                let w_t = Self::float_swap_dims(Self::float_reshape(weight, [1, cout, g.k()].into()), 1, 2);
+                let dcols = Self::float_matmul(w_t, dy);
                 let dx = Self::with_f32(&dcols, |d| col2im(&g, d));
                 Self::from_f32(dx, &x_shape)
             }
@@ -221,8 +239,8 @@ macro_rules! cpu_impl {
                 let g = Geom::new(Self::dims4(&x), w_shape, &options);
                 let cout = w_shape[0];
                 let cols = Self::with_f32(&x, |xs| im2col(&g, xs));
-                let cols = Self::from_f32(cols, &[g.n, g.p(), g.k()]);
-                // dW [Cout, K] = sum_n dy_n [Cout, P] x cols_n [P, K].
+                let cols = Self::float_swap_dims(Self::from_f32(cols, &[g.n, g.k(), g.p()]), 1, 2);
+                // dW [Cout, K] = sum_n dy_n [Cout, P] x cols_n^T [P, K].
                 let dy = Self::float_reshape(grad, [g.n, cout, g.p()].into());
                 let dw = Self::float_sum_dim(Self::float_matmul(dy, cols), 0);
                 Self::float_reshape(dw, w_shape.into())
