@@ -118,6 +118,10 @@ pub fn ncp(shape: &[usize]) -> (usize, usize, usize) {
 /// Runs `f(c)` for every channel, in parallel when the tensor is large enough.
 fn per_channel<T: Send>(n: usize, c: usize, plane: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
     let per = (n * plane).max(1);
+    if c * per <= GRAIN {
+        // Not worth waking the thread pool (a parallel call from outside it costs a hand-off).
+        return (0..c).map(f).collect();
+    }
     (0..c).into_par_iter().with_min_len(GRAIN.div_ceil(per).max(1)).map(f).collect()
 }
 
@@ -129,6 +133,12 @@ fn per_plane(
     f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync + Send,
 ) {
     if plane == 0 {
+        return;
+    }
+    if out.len() <= GRAIN {
+        for (i, o) in out.chunks_mut(plane).enumerate() {
+            f(i % c, i * plane..(i + 1) * plane, o);
+        }
         return;
     }
     out.par_chunks_mut(plane).with_min_len(GRAIN.div_ceil(plane).max(1)).enumerate().for_each(|(i, o)| {
@@ -246,6 +256,10 @@ pub fn bn_train_backward(
 pub fn clamp(x: &[f32], lo: f32, hi: f32) -> Vec<f32> {
     count();
     let mut out = vec![0.0f32; x.len()];
+    if x.len() <= GRAIN {
+        clamp_rows(x, &mut out, lo, hi);
+        return out;
+    }
     out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(o, xs)| clamp_rows(xs, o, lo, hi));
     out
 }
@@ -254,6 +268,10 @@ pub fn clamp(x: &[f32], lo: f32, hi: f32) -> Vec<f32> {
 pub fn clamp_backward(y: &[f32], g: &[f32], lo: f32, hi: f32) -> Vec<f32> {
     count();
     let mut out = vec![0.0f32; y.len()];
+    if y.len() <= GRAIN {
+        clamp_grad_rows(y, g, &mut out, lo, hi);
+        return out;
+    }
     out.par_chunks_mut(GRAIN)
         .zip(y.par_chunks(GRAIN).zip(g.par_chunks(GRAIN)))
         .for_each(|(o, (ys, gs))| clamp_grad_rows(ys, gs, o, lo, hi));
