@@ -8,6 +8,13 @@
 //!   weight gradient and bias gradient as direct loops over `(n, c)` planes, parallel with rayon.
 //!   Burn computes the weight gradient of a grouped convolution one group at a time, which for a
 //!   depthwise convolution is one tiny convolution per channel; here it is one pass.
+//! - **Batch norm** ([`batch_norm`], [`batch_norm_act`]): training mode as one fused forward and
+//!   one fused backward (Burn's default is about ten tensor ops), inference as one pass that also
+//!   applies a ReLU / ReLU6.
+//! - **ReLU6** ([`relu6`], [`clamp_act`]): parallel forward and backward (Burn's `clamp` and its
+//!   backward run on one thread).
+//! - **Dense convolution backward** ([`dense_conv2d`]): input and weight gradients of small
+//!   one-group convolutions through im2col / col2im and the backend's matmul.
 //!
 //! The kernels run on the `flex` and `ndarray` backends (with or without autodiff) for `f32`
 //! tensors; on any other backend or dtype the functions call Burn's own `conv2d`, so callers never
