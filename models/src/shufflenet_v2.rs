@@ -99,7 +99,7 @@ pub struct ConvBnRelu {
 impl ConvBnRelu {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.relu.forward(self.bn.forward(self.conv.forward(x)))
+        kiln_layers::bn_act(&self.bn, &self.relu, kiln_kernels::conv2d(&self.conv, x))
     }
 }
 
@@ -129,8 +129,8 @@ pub struct Branch1 {
 impl Branch1 {
     /// Applies the branch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.dw_bn.forward(kiln_kernels::conv2d(&self.dw, x));
-        self.relu.forward(self.pw_bn.forward(self.pw.forward(x)))
+        let x = kiln_kernels::batch_norm(&self.dw_bn, kiln_kernels::conv2d(&self.dw, x));
+        kiln_layers::bn_act(&self.pw_bn, &self.relu, kiln_kernels::conv2d(&self.pw, x))
     }
 }
 
@@ -169,9 +169,9 @@ pub struct Branch2 {
 impl Branch2 {
     /// Applies the branch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.relu1.forward(self.pw1_bn.forward(self.pw1.forward(x)));
-        let x = self.dw_bn.forward(kiln_kernels::conv2d(&self.dw, x));
-        self.relu2.forward(self.pw2_bn.forward(self.pw2.forward(x)))
+        let x = kiln_layers::bn_act(&self.pw1_bn, &self.relu1, kiln_kernels::conv2d(&self.pw1, x));
+        let x = kiln_kernels::batch_norm(&self.dw_bn, kiln_kernels::conv2d(&self.dw, x));
+        kiln_layers::bn_act(&self.pw2_bn, &self.relu2, kiln_kernels::conv2d(&self.pw2, x))
     }
 }
 

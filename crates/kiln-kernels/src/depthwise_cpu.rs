@@ -149,6 +149,25 @@ fn min_planes(plane: usize, taps: usize) -> usize {
 // Plane kernels. `#[inline(always)]` bodies, instantiated by the baseline and AVX2 wrappers.
 // ---------------------------------------------------------------------------------------------
 
+/// `out[j] += w[0] * x[s*j] + w[1] * x[s*j + 1] + w[2] * x[s*j + 2]` for stride `s` 1 or 2.
+#[inline(always)]
+fn row3(x: &[f32], out: &mut [f32], w: &[f32], stride: usize) {
+    let (w0, w1, w2) = (w[0], w[1], w[2]);
+    let n = out.len();
+    if stride == 1 {
+        let (a, b, c) = (&x[..n], &x[1..n + 1], &x[2..n + 2]);
+        for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+            *o += w0 * a + w1 * b + w2 * c;
+        }
+    } else {
+        let x = &x[..2 * n + 1];
+        // Pairs (x[2j], x[2j + 1]) and the next pair's first element x[2j + 2].
+        for ((o, p), &c) in out.iter_mut().zip(x.chunks_exact(2)).zip(x[2..].iter().step_by(2)) {
+            *o += w0 * p[0] + w1 * p[1] + w2 * c;
+        }
+    }
+}
+
 #[inline(always)]
 fn fwd_plane_body(g: &DwGeom, x: &[f32], w: &[f32], bias: f32, out: &mut [f32]) {
     out.fill(bias);
@@ -159,10 +178,31 @@ fn fwd_plane_body(g: &DwGeom, x: &[f32], w: &[f32], bias: f32, out: &mut [f32]) 
             let ih = (oh * g.stride_h) as isize + rows.off;
             let xrow = &x[ih as usize * in_w..(ih as usize + 1) * in_w];
             let orow = &mut out[oh * out_w..(oh + 1) * out_w];
+            // Three taps in one pass over the output row: the columns where all three are inside
+            // the input, then the left-over edge columns tap by tap below.
+            let (mut in_lo, mut in_hi) = (0, 0);
+            if g.k_w == 3 && g.dil_w == 1 && (sw == 1 || sw == 2) {
+                let (c0, c1, c2) = (g.cols(0), g.cols(1), g.cols(2));
+                (in_lo, in_hi) = (c0.lo.max(c1.lo).max(c2.lo), c0.hi.min(c1.hi).min(c2.hi));
+                if in_hi > in_lo {
+                    let wk = &w[ki * 3..ki * 3 + 3];
+                    let base = ((in_lo * sw) as isize + c0.off) as usize;
+                    row3(&xrow[base..], &mut orow[in_lo..in_hi], wk, sw);
+                } else {
+                    (in_lo, in_hi) = (0, 0);
+                }
+            }
             for kj in 0..g.k_w {
                 let wv = w[ki * g.k_w + kj];
                 let c = g.cols(kj);
                 if c.hi <= c.lo {
+                    continue;
+                }
+                if in_hi > in_lo {
+                    // Only the edge columns [c.lo, in_lo) and [in_hi, c.hi) are left.
+                    for ow in (c.lo..in_lo.min(c.hi)).chain(in_hi.max(c.lo)..c.hi) {
+                        orow[ow] += wv * xrow[((ow * sw) as isize + c.off) as usize];
+                    }
                     continue;
                 }
                 let start = (c.lo * sw) as isize + c.off;
@@ -264,25 +304,6 @@ fn w_grad_plane_body(g: &DwGeom, x: &[f32], dy: &[f32], acc: &mut [f32]) {
             }
         }
     }
-}
-
-macro_rules! multiversion {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
 }
 
 multiversion!(fwd_plane, fwd_plane_body, (g: &DwGeom, x: &[f32], w: &[f32], bias: f32, out: &mut [f32]));

@@ -63,9 +63,12 @@ fn geometry(x_shape: [usize; 4], w_shape: [usize; 4], options: &ConvOptions<2>) 
 }
 
 /// Access to contiguous `f32` data of a concrete CPU backend's tensors.
-trait CpuF32: Backend {
+pub(crate) trait CpuF32: Backend {
     fn is_f32(t: &FloatTensor<Self>) -> bool;
     fn dims4(t: &FloatTensor<Self>) -> [usize; 4];
+    fn dims(t: &FloatTensor<Self>) -> Vec<usize> {
+        burn::backend::TensorMetadata::shape(t).to_vec()
+    }
     /// Runs `f` on the tensor's elements in row-major order (borrowed when contiguous).
     fn with_f32<R>(t: &FloatTensor<Self>, f: impl FnOnce(&[f32]) -> R) -> R;
     fn from_f32(values: Vec<f32>, shape: &[usize]) -> FloatTensor<Self>;

@@ -8,6 +8,13 @@
 //!   weight gradient and bias gradient as direct loops over `(n, c)` planes, parallel with rayon.
 //!   Burn computes the weight gradient of a grouped convolution one group at a time, which for a
 //!   depthwise convolution is one tiny convolution per channel; here it is one pass.
+//! - **Batch norm** ([`batch_norm`], [`batch_norm_act`]): training mode as one fused forward and
+//!   one fused backward (Burn's default is about ten tensor ops), inference as one pass that also
+//!   applies a ReLU / ReLU6.
+//! - **ReLU6** ([`relu6`], [`clamp_act`]): parallel forward and backward (Burn's `clamp` and its
+//!   backward run on one thread).
+//! - **Dense convolution backward** ([`dense_conv2d`]): input and weight gradients of small
+//!   one-group convolutions through im2col / col2im and the backend's matmul.
 //!
 //! The kernels run on the `flex` and `ndarray` backends (with or without autodiff) for `f32`
 //! tensors; on any other backend or dtype the functions call Burn's own `conv2d`, so callers never
@@ -27,16 +34,42 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
 
+/// Compiles `$body` twice, for the baseline target and with AVX2, and defines `$name` that picks
+/// the AVX2 copy at run time when the CPU has it.
+macro_rules! multiversion {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+pub mod dense;
 pub mod depthwise_cpu;
 mod extension;
+mod norm_act;
+pub mod norm_act_cpu;
 
+pub use dense::DenseConvBackend;
 pub use depthwise_cpu::DwGeom;
 pub use extension::DepthwiseConvBackend;
+pub use norm_act::NormActBackend;
 
 /// Errors of the kernel entry points that validate their arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,17 +219,21 @@ pub fn is_depthwise(conv: &Conv2d) -> bool {
 /// [`is_depthwise`]) and through Burn's `Conv2d::forward` otherwise. Padding is resolved exactly
 /// as Burn's module does (`Same`, `Valid`, `Explicit`).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if enabled() && is_pointwise(conv) && x.dims()[1] == conv.weight.dims()[1] && pointwise_as_matmul(&x.device()) {
+    if enabled() && is_pointwise(conv) && x.dims()[1] == conv.weight.dims()[1] && pointwise_as_matmul(&x) {
         return pointwise_conv2d(conv, x);
-    }
-    if !is_depthwise(conv) || !enabled() || x.dims()[1] != conv.groups {
-        return conv.forward(x);
     }
     let [_, _, h, w] = x.dims();
     let padding = [
         pad_pair(&conv.padding, 0, h, conv.kernel_size[0], conv.stride[0]),
         pad_pair(&conv.padding, 1, w, conv.kernel_size[1], conv.stride[1]),
     ];
+    if enabled() && use_dense(conv, &x) {
+        let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, 1);
+        return dense_conv2d(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), options);
+    }
+    if !is_depthwise(conv) || !enabled() || x.dims()[1] != conv.groups || burn_depthwise_forward(&x.device()) {
+        return conv.forward(x);
+    }
     let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     let weight = conv.weight.val();
     let bias = conv.bias.as_ref().map(|b| b.val());
@@ -204,6 +241,59 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         Ok(y) => y,
         // Not reachable for a module Burn accepted; keep Burn's behaviour (and its message).
         Err(_) => conv.forward(x),
+    }
+}
+
+/// Largest patch matrix (`N * OH * OW * Cin * kh * kw` elements) the dense backward builds.
+const DENSE_MAX_COLS: usize = 8 << 20;
+
+/// Whether `conv` on `x` takes [`dense_conv2d`]: one group, not `1 x 1`, an autodiff device with
+/// kernels, `f32`, and a patch matrix of at most [`DENSE_MAX_COLS`] elements (LeNet-5's 5x5
+/// convolutions, the 3x3 stems of the mobile models on small inputs).
+fn use_dense(conv: &Conv2d, x: &Tensor<4>) -> bool {
+    let [n, cin, h, w] = x.dims();
+    let [_, wc, kh, kw] = conv.weight.dims();
+    if conv.groups != 1 || wc != cin || [kh, kw] == [1, 1] || !x.device().is_autodiff() {
+        return false;
+    }
+    let (oh, ow) = (h.div_ceil(conv.stride[0].max(1)), w.div_ceil(conv.stride[1].max(1)));
+    n * oh * ow * cin * kh * kw <= DENSE_MAX_COLS
+        && use_kernel(x, &conv.weight.val(), conv.bias.as_ref().map(|b| b.val()).as_ref())
+}
+
+/// A dense (one group) convolution: Burn's forward, and on flex / ndarray with `f32` tensors a
+/// backward through matrix products ([`dense`]), much faster than Burn's for small convolutions.
+/// Same result as `burn::tensor::module::conv2d(x, weight, bias, options)` (`options.groups` must
+/// be 1).
+pub fn dense_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    if options.groups != 1 || !use_kernel(&x, &weight, bias.as_ref()) {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let out =
+        <burn::backend::Dispatch as DenseConvBackend>::dense_conv2d(x.into_dispatch(), weight.into_dispatch(), options);
+    let out: Tensor<4> = Tensor::from_dispatch(out);
+    match bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            out + b.reshape([1, c, 1, 1])
+        }
+        None => out,
+    }
+}
+
+/// Whether a depthwise convolution without autodiff is better left to Burn: flex's own depthwise
+/// forward is faster than kiln's loops (measured on 8x144x56x56, 3x3: 9.6 ms against 11.6 ms
+/// stride 1, 9.3 against 12.3 ms stride 2); kiln's kernel wins by its backward pass, so autodiff
+/// devices (and ndarray, whose grouped convolution is slow) keep it.
+fn burn_depthwise_forward(device: &Device) -> bool {
+    #[allow(unused_imports)]
+    use burn::backend::DispatchDevice;
+    let inner = device.clone().inner();
+    #[allow(unreachable_patterns)]
+    match inner.as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => !device.is_autodiff(),
+        _ => false,
     }
 }
 
@@ -216,13 +306,18 @@ pub fn is_pointwise(conv: &Conv2d) -> bool {
     conv.kernel_size == [1, 1] && conv.stride == [1, 1] && conv.groups == 1 && zero_pad
 }
 
-/// Whether `1 x 1` convolutions are computed as a matrix product on `device`. Measured on
-/// 8x144x56x56 -> 24, forward + backward: ndarray's convolution 11.7 s, the matmul 73 ms; flex's
-/// convolution 197 ms, the matmul 86 ms. Forward only, flex's convolution is as fast as the
-/// matmul, so flex uses it only under autodiff; ndarray always.
-fn pointwise_as_matmul(device: &Device) -> bool {
+/// Whether `1 x 1` convolutions are computed as a matrix product (one per image) for `x`.
+/// Measured on 8x144x56x56 -> 24, forward + backward: ndarray's convolution 11.7 s, the matmul
+/// 73 ms; flex's convolution 197 ms, the matmul 86 ms. Forward only, flex's convolution is as
+/// fast as the matmul, and on small maps (ShuffleNetV2 / MobileNetV2 at 32x32, down to 1x1) it
+/// is faster, as one product over the whole batch (ShuffleNetV2 training step at b32 32x32:
+/// 257-284 ms with the per-image matmul everywhere against 191-220 ms with Burn's). So flex uses
+/// the matmul only under autodiff and for maps of at least 28x28; ndarray always.
+fn pointwise_as_matmul(x: &Tensor<4>) -> bool {
     #[allow(unused_imports)]
     use burn::backend::DispatchDevice;
+    let device = x.device();
+    let [_, _, h, w] = x.dims();
     let inner = device.clone().inner();
     #[allow(unreachable_patterns)]
     match inner.as_dispatch() {
@@ -230,7 +325,7 @@ fn pointwise_as_matmul(device: &Device) -> bool {
         #[allow(deprecated)]
         DispatchDevice::NdArray(_) => true,
         #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => device.is_autodiff(),
+        DispatchDevice::Flex(_) => device.is_autodiff() && h * w >= 28 * 28,
         _ => false,
     }
 }
@@ -265,4 +360,85 @@ fn pad_pair(p: &PaddingConfig2d, axis: usize, size: usize, kernel: usize, stride
             (total / 2, total - total / 2)
         }
     }
+}
+
+/// `clamp(x, lo, hi)` as an activation (ReLU6: [`relu6`]): one parallel pass forward and one
+/// backward (Burn's `clamp` and its backward run single-threaded on flex). Same result as
+/// `x.clamp(lo, hi)`; the gradient is passed where `lo < x < hi` (PyTorch's `hardtanh`).
+pub fn clamp_act<const D: usize>(x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
+    if !(enabled() && x.dtype() == DType::F32 && has_kernels(&x.device())) {
+        return match (lo.is_finite(), hi.is_finite()) {
+            (true, true) => x.clamp(lo, hi),
+            (true, false) => x.clamp_min(lo),
+            (false, true) => x.clamp_max(hi),
+            (false, false) => x,
+        };
+    }
+    let out = <burn::backend::Dispatch as NormActBackend>::clamp_act(x.into_dispatch(), lo, hi);
+    Tensor::from_dispatch(out)
+}
+
+/// ReLU6, `clamp(x, 0, 6)`, through [`clamp_act`].
+pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    clamp_act(x, 0.0, 6.0)
+}
+
+/// `bn.forward(x)`: see [`batch_norm_act`] (no activation).
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_act(bn, x, f32::NEG_INFINITY, f32::INFINITY)
+}
+
+/// `clamp(bn.forward(x), lo, hi)` (`lo = 0, hi = 6`: ReLU6; `0, inf`: ReLU; `-inf, inf`: none)
+/// for `x` `[N, C, ...]`, with Burn's semantics: batch statistics and a running-statistics update
+/// when the device is autodiff and the module is training, the running statistics otherwise.
+///
+/// On flex / ndarray with `f32` tensors: training mode is one fused kernel forward (statistics,
+/// then normalise) and one backward, with a hand-written autodiff backward; inference (no
+/// autodiff) is one pass that also applies the activation. Elsewhere Burn's `BatchNorm`.
+pub fn batch_norm_act<const D: usize>(bn: &BatchNorm, x: Tensor<D>, lo: f32, hi: f32) -> Tensor<D> {
+    let device = x.device();
+    let f32s = x.dtype() == DType::F32 && bn.gamma.val().dtype() == DType::F32 && bn.beta.val().dtype() == DType::F32;
+    if !(enabled() && f32s && has_kernels(&device) && D >= 2) {
+        return clamp_act(bn.forward(x), lo, hi);
+    }
+    let [c] = bn.gamma.dims();
+    assert_eq!(x.dims()[1], c, "batch norm over {c} channels applied to an input of shape {:?}", x.dims());
+    if device.is_autodiff() && bn.training.is_enabled() {
+        let (out, mean, var) = <burn::backend::Dispatch as NormActBackend>::bn_train(
+            x.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            bn.epsilon,
+        );
+        let (out, mean, var): (Tensor<D>, Tensor<1>, Tensor<1>) =
+            (Tensor::from_dispatch(out), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
+        // The running-statistics update of Burn's `BatchNorm::forward_train`.
+        let running_mean = bn.running_mean.value_sync().to_device(&device);
+        let running_var = bn.running_var.value_sync().to_device(&device);
+        let running_mean = running_mean.mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
+        let running_var = running_var.mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
+        bn.running_mean.update(running_mean.detach());
+        bn.running_var.update(running_var.detach());
+        return clamp_act(out, lo, hi);
+    }
+    if device.is_autodiff() {
+        // Inference statistics on an autodiff device: Burn's (differentiable) batch norm.
+        return clamp_act(bn.forward(x), lo, hi);
+    }
+    let mean = bn.running_mean.value().to_device(&device);
+    let var = bn.running_var.value().to_device(&device);
+    if mean.dtype() != DType::F32 || var.dtype() != DType::F32 {
+        return clamp_act(bn.forward(x), lo, hi);
+    }
+    let out = <burn::backend::Dispatch as NormActBackend>::bn_act(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        mean.into_dispatch(),
+        var.into_dispatch(),
+        bn.epsilon,
+        lo,
+        hi,
+    );
+    Tensor::from_dispatch(out)
 }

@@ -62,12 +62,23 @@ impl ActKind {
         }
     }
 
+    /// The bounds `(lo, hi)` when the activation is `clamp(x, lo, hi)` (identity, ReLU, ReLU6),
+    /// which kiln's batch-norm kernel can apply in the same pass.
+    pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
+        match self {
+            ActKind::Identity => Some((f32::NEG_INFINITY, f32::INFINITY)),
+            ActKind::Relu => Some((0.0, f32::INFINITY)),
+            ActKind::Relu6 => Some((0.0, 6.0)),
+            _ => None,
+        }
+    }
+
     /// Applies the activation.
     pub fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             ActKind::Identity => x,
             ActKind::Relu => act::relu(x),
-            ActKind::Relu6 => act::relu6(x),
+            ActKind::Relu6 => kiln_kernels::relu6(x),
             ActKind::LeakyRelu(slope) => act::leaky_relu(x, *slope),
             ActKind::Sigmoid => act::sigmoid(x),
             ActKind::Tanh => act::tanh(x),

@@ -103,11 +103,10 @@ impl ConvBnAct {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = kiln_kernels::conv2d(&self.conv, x);
-        let x = match &self.bn {
-            Some(bn) => bn.forward(x),
-            None => x,
-        };
-        self.act.forward(x)
+        match &self.bn {
+            Some(bn) => bn_act(bn, &self.act, x),
+            None => self.act.forward(x),
+        }
     }
 
     /// Output channels.
@@ -122,6 +121,15 @@ impl ConvBnAct {
         let Some(bn) = self.bn else { return self };
         let conv = fold_bn_into_conv(self.conv, &bn);
         ConvBnAct { conv, bn: None, act: self.act }
+    }
+}
+
+/// `act(bn(x))` through kiln's batch-norm kernel, which applies a ReLU / ReLU6 in the same pass
+/// (inference) or right after it (training); other activations follow it.
+pub fn bn_act<const D: usize>(bn: &BatchNorm, act: &Act, x: Tensor<D>) -> Tensor<D> {
+    match act.kind.clamp_bounds() {
+        Some((lo, hi)) => kiln_kernels::batch_norm_act(bn, x, lo, hi),
+        None => act.forward(kiln_kernels::batch_norm(bn, x)),
     }
 }
 

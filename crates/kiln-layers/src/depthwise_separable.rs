@@ -87,8 +87,8 @@ pub struct DepthwiseSeparable {
 impl DepthwiseSeparable {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.act1.forward(self.bn1.forward(kiln_kernels::conv2d(&self.conv_dw, x.clone())));
-        let y = self.act2.forward(self.bn2.forward(self.conv_pw.forward(y)));
+        let y = crate::bn_act(&self.bn1, &self.act1, kiln_kernels::conv2d(&self.conv_dw, x.clone()));
+        let y = crate::bn_act(&self.bn2, &self.act2, kiln_kernels::conv2d(&self.conv_pw, y));
         if self.skip { y + x } else { y }
     }
 }

@@ -26,7 +26,7 @@ pub mod upsample;
 
 pub use activation::{Act, ActKind};
 pub use channel_shuffle::{ChannelShuffle, ChannelShuffleConfig};
-pub use conv_bn_act::{ConvBnAct, ConvBnActConfig, fold_bn_into_conv};
+pub use conv_bn_act::{ConvBnAct, ConvBnActConfig, bn_act, fold_bn_into_conv};
 pub use depthwise_separable::{DepthwiseSeparable, DepthwiseSeparableConfig};
 pub use focus::{Focus, FocusConfig, space_to_depth};
 pub use inverted_residual::{InvertedResidual, InvertedResidualConfig, IrStyle};

@@ -1,0 +1,105 @@
+//! The dense-convolution backward (im2col + matrix products) against Burn's `conv2d`: forward,
+//! input, weight and bias gradients, on flex and ndarray, within 1e-4 relative.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use kiln_kernels::dense;
+
+#[allow(deprecated)]
+fn devices() -> Vec<(&'static str, Device)> {
+    vec![("flex", Device::flex()), ("ndarray", Device::ndarray())]
+}
+
+/// Deterministic values in [-1, 1].
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(values(n, seed), shape), device)
+}
+
+/// `|a - b| <= 1e-4 * max(1, max |b|)` element-wise.
+fn assert_close<const D: usize>(what: &str, a: Tensor<D>, b: Tensor<D>) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let a = a.into_data().try_to_vec::<f32>().unwrap();
+    let b = b.into_data().try_to_vec::<f32>().unwrap();
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "{what}: max |diff| {worst} > 1e-4 x {scale}");
+}
+
+/// (input, weight, stride, padding, dilation)
+type Case = ([usize; 4], [usize; 4], [usize; 2], [(usize, usize); 2], [usize; 2]);
+
+const CASES: &[Case] = &[
+    // LeNet-5's two convolutions (smaller batch).
+    ([3, 1, 28, 28], [6, 1, 5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1]),
+    ([3, 6, 14, 14], [16, 6, 5, 5], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+    // A stride-2 3x3 stem, odd sizes, asymmetric padding, dilation.
+    ([2, 3, 11, 9], [8, 3, 3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
+    ([1, 4, 7, 10], [5, 4, 3, 2], [1, 2], [(2, 0), (1, 0)], [1, 1]),
+    ([2, 3, 9, 9], [4, 3, 3, 3], [1, 1], [(2, 2), (2, 2)], [2, 2]),
+];
+
+#[test]
+fn forward_and_gradients_match_burn() {
+    for (name, base) in devices() {
+        let ad = base.autodiff();
+        for (i, &(xs, ws, stride, padding, dilation)) in CASES.iter().enumerate() {
+            let what = format!("{name} case {i}");
+            let opts = ConvOptions::new_with_padding(stride, padding, dilation, 1);
+            let leaves = || {
+                (
+                    tensor(xs, 1 + i as u64, &ad).require_grad(),
+                    tensor(ws, 2 + i as u64, &ad).require_grad(),
+                    tensor([ws[0]], 3 + i as u64, &ad).require_grad(),
+                )
+            };
+            let (xr, wr, br) = leaves();
+            let yr = burn::tensor::module::conv2d(xr.clone(), wr.clone(), Some(br.clone()), opts.clone());
+            let (xk, wk, bk) = leaves();
+            let yk = kiln_kernels::dense_conv2d(xk.clone(), wk.clone(), Some(bk.clone()), opts.clone());
+            assert_close(&format!("{what} forward"), yk.clone().inner(), yr.clone().inner());
+            let g = tensor(yr.dims(), 4 + i as u64, &ad);
+            let gr = (yr * g.clone()).sum().backward();
+            let before = dense::calls();
+            let gk = (yk * g).sum().backward();
+            assert!(dense::calls() >= before + 2, "{what}: the kernel path was not taken");
+            assert_close(&format!("{what} dx"), xk.grad(&gk).unwrap(), xr.grad(&gr).unwrap());
+            assert_close(&format!("{what} dw"), wk.grad(&gk).unwrap(), wr.grad(&gr).unwrap());
+            assert_close(&format!("{what} db"), bk.grad(&gk).unwrap(), br.grad(&gr).unwrap());
+        }
+    }
+}
+
+#[test]
+fn conv2d_module_takes_the_dense_path_under_autodiff() {
+    for (name, base) in devices() {
+        let ad = base.clone().autodiff();
+        let conv = Conv2dConfig::new([6, 16], [5, 5]).with_padding(PaddingConfig2d::Explicit(1, 2, 0, 1)).init(&ad);
+        let x = tensor([2, 6, 12, 13], 9, &ad).require_grad();
+        let before = dense::calls();
+        let y = kiln_kernels::conv2d(&conv, x.clone());
+        let grads = y.clone().sum().backward();
+        assert!(dense::calls() > before, "{name}: dense path not taken");
+        let x2 = tensor([2, 6, 12, 13], 9, &ad).require_grad();
+        let y2 = conv.forward(x2.clone());
+        let grads2 = y2.clone().sum().backward();
+        assert_close(&format!("{name} forward"), y.inner(), y2.inner());
+        assert_close(&format!("{name} dx"), x.grad(&grads).unwrap(), x2.grad(&grads2).unwrap());
+        // Without autodiff, Burn's convolution as it is.
+        let plain = Conv2dConfig::new([6, 16], [5, 5]).init(&base);
+        let x = tensor([2, 6, 12, 13], 9, &base);
+        assert_close(&format!("{name} plain"), kiln_kernels::conv2d(&plain, x.clone()), plain.forward(x));
+    }
+}
