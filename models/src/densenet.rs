@@ -253,7 +253,7 @@ pub struct DenseNet {
 impl DenseNet {
     /// The feature extractor (`features`, ending with `norm5`, before the final ReLU).
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.pool0.forward(self.relu.forward(self.norm0.forward(self.conv0.forward(x))));
+        let mut x = kiln_kernels::max_pool2d(&self.pool0, self.relu.forward(self.norm0.forward(self.conv0.forward(x))));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(tr) = self.transitions.get(i) {

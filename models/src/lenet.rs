@@ -101,8 +101,8 @@ pub struct LeNet5 {
 impl LeNet5 {
     /// Class scores.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(self.relu.forward(kiln_kernels::conv2d(&self.conv1, x)));
-        let x = self.pool.forward(self.relu.forward(kiln_kernels::conv2d(&self.conv2, x)));
+        let x = kiln_kernels::max_pool2d(&self.pool, self.relu.forward(kiln_kernels::conv2d(&self.conv1, x)));
+        let x = kiln_kernels::max_pool2d(&self.pool, self.relu.forward(kiln_kernels::conv2d(&self.conv2, x)));
         let x = self.dropout.forward(x.flatten::<2>(1, 3));
         let x = self.dropout.forward(self.relu.forward(self.fc1.forward(x)));
         let x = self.dropout.forward(self.relu.forward(self.fc2.forward(x)));

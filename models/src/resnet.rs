@@ -151,7 +151,7 @@ pub struct Downsample {
 impl Downsample {
     /// Applies conv + bn.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        self.bn.forward(kiln_kernels::conv2d(&self.conv, x))
     }
 }
 
@@ -189,10 +189,10 @@ pub struct ResBlock {
 impl ResBlock {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut out = self.relu.forward(self.bn1.forward(self.conv1.forward(x.clone())));
-        out = self.bn2.forward(self.conv2.forward(out));
+        let mut out = self.relu.forward(self.bn1.forward(kiln_kernels::conv2d(&self.conv1, x.clone())));
+        out = self.bn2.forward(kiln_kernels::conv2d(&self.conv2, out));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = bn3.forward(conv3.forward(self.relu.forward(out)));
+            out = bn3.forward(kiln_kernels::conv2d(conv3, self.relu.forward(out)));
         }
         let identity = match &self.downsample {
             Some(d) => d.forward(x),
@@ -248,7 +248,10 @@ pub struct ResNet {
 impl ResNet {
     /// The feature extractor: `[N, 3, H, W] -> [N, 512 * expansion, H/32, W/32]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.maxpool.forward(self.relu.forward(self.bn1.forward(self.conv1.forward(x))));
+        let mut x = kiln_kernels::max_pool2d(
+            &self.maxpool,
+            self.relu.forward(self.bn1.forward(kiln_kernels::conv2d(&self.conv1, x))),
+        );
         for stage in &self.stages {
             for b in stage {
                 x = b.forward(x);

@@ -297,7 +297,7 @@ pub struct ShuffleNetV2 {
 impl ShuffleNetV2 {
     /// The feature extractor: `[N, 3, H, W] -> [N, C5, H/32, W/32]` (output of `conv5`).
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.maxpool.forward(self.conv1.forward(x));
+        let mut x = kiln_kernels::max_pool2d(&self.maxpool, self.conv1.forward(x));
         for stage in &self.stages {
             for u in stage {
                 x = u.forward(x);

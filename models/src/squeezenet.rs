@@ -150,7 +150,7 @@ impl SqueezeNet {
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = self.relu.forward(self.stem.forward(x));
         for stage in &self.stages {
-            x = self.pool.forward(x);
+            x = kiln_kernels::max_pool2d(&self.pool, x);
             for f in stage {
                 x = f.forward(x);
             }

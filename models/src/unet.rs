@@ -152,7 +152,7 @@ pub struct Down {
 impl Down {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(self.pool.forward(x))
+        self.conv.forward(kiln_kernels::max_pool2d(&self.pool, x))
     }
 }
 

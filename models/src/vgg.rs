@@ -164,7 +164,7 @@ impl Vgg {
             for layer in stage {
                 x = layer.forward(x);
             }
-            x = self.pool.forward(x);
+            x = kiln_kernels::max_pool2d(&self.pool, x);
         }
         x
     }

@@ -221,7 +221,7 @@ impl Spp {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.cv1.forward(x);
         let mut parts = vec![x.clone()];
-        parts.extend(self.m.iter().map(|p| p.forward(x.clone())));
+        parts.extend(self.m.iter().map(|p| kiln_kernels::max_pool2d(p, x.clone())));
         self.cv2.forward(Tensor::cat(parts, 1))
     }
 }

@@ -1,13 +1,17 @@
-//! Small dense convolutions (one group, e.g. LeNet-5's 5x5) with a backward pass built on the
-//! backend's matrix product: Burn's CPU backends compute the input gradient as a transposed
-//! convolution and the weight gradient as another convolution, both slow for few channels.
-//! Here, with `cols` the `[N, Cin*kh*kw, OH*OW]` patch matrix of `x` (im2col, row copies):
+//! Dense convolutions (one group: LeNet-5's 5x5, ResNet's 3x3 / 7x7, the mobile nets' stems)
+//! as one matrix product per batch. Burn's flex convolution runs one small product per image, and
+//! Burn's CPU backward computes the input gradient as a transposed convolution and the weight
+//! gradient as another convolution, both slow for few channels. Here, with `K = Cin*kh*kw` and
+//! `P = OH*OW`:
 //!
-//! - weight gradient: `sum_n dy_n [Cout, P] x cols_n^T [P, K]` (one batched matmul + a sum);
-//! - input gradient: `dcols_n = W^T [K, Cout] x dy_n [Cout, P]`, added back (col2im).
+//! - forward: `y [Cout, N*P] = W [Cout, K] x cols [K, N*P]` (im2col with the images side by side,
+//!   row copies), then back to `[N, Cout, OH, OW]`;
+//! - input gradient: `dcols [K, N*P] = W^T x dy [Cout, N*P]`, added back (col2im);
+//! - weight gradient: `sum_n dy_n [Cout, P] x cols_n^T [P, K]` (one batched product + a sum: a
+//!   single product over `N*P` has too few rows and columns for the matmul to parallelise).
 //!
-//! The forward pass is the backend's own convolution. [`DenseConvBackend`] is implemented for
-//! `Flex` and `NdArray` and for `Autodiff<B, C>` with this backward.
+//! [`DenseConvBackend`] is implemented for `Flex` and `NdArray` and for `Autodiff<B, C>` with
+//! this backward.
 
 // burn-ndarray is deprecated in Burn 0.22; kiln keeps supporting it (and registers the kernel for it).
 #![allow(deprecated)]
@@ -167,14 +171,51 @@ fn im2col(g: &Geom, x: &[f32]) -> Vec<f32> {
     cols
 }
 
-/// `dx` `[N, Cin, H, W]` from `dcols` `[N, K, P]` (the adjoint of [`im2col`]).
-fn col2im(g: &Geom, dcols: &[f32]) -> Vec<f32> {
-    let (plane, kp, p, ow, s) = (g.cin * g.h * g.w, g.k() * g.p(), g.p(), g.ow, g.stride[1]);
+/// `cols` `[K, N * P]` of `x` (the images side by side in each patch row, so that the forward
+/// pass is one matrix product `W [Cout, K] x cols` for the whole batch). Parallel over patch rows.
+fn im2col_rows(g: &Geom, x: &[f32]) -> Vec<f32> {
+    let (plane, np, p, ow, s) = (g.cin * g.h * g.w, g.n * g.p(), g.p(), g.ow, g.stride[1]);
+    let (khw, kw) = (g.kh * g.kw, g.kw);
+    let mut cols = vec![0.0f32; g.k() * np];
+    cols.par_chunks_mut(np).enumerate().for_each(|(k, c)| {
+        let (ci, kk) = (k / khw, k % khw);
+        let (ki, kj) = (kk / kw, kk % kw);
+        let (lo, hi, off) = g.cols(kj);
+        if hi <= lo {
+            return;
+        }
+        for n in 0..g.n {
+            let xs = &x[n * plane..(n + 1) * plane];
+            let c = &mut c[n * p..(n + 1) * p];
+            for oh in 0..g.oh {
+                let iy = (oh * g.stride[0] + ki * g.dil[0]) as isize - g.pad[0] as isize;
+                if iy < 0 || iy as usize >= g.h {
+                    continue;
+                }
+                let row = (ci * g.h + iy as usize) * g.w;
+                let dst = &mut c[oh * ow + lo..oh * ow + hi];
+                let start = (row as isize + (lo * s) as isize + off) as usize;
+                if s == 1 {
+                    dst.copy_from_slice(&xs[start..start + (hi - lo)]);
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(xs[start..].iter().step_by(s)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    });
+    cols
+}
+
+/// `dx` `[N, Cin, H, W]` from `dcols` `[K, N * P]` (the adjoint of [`im2col_rows`]). Parallel
+/// over images.
+fn col2im_rows(g: &Geom, dcols: &[f32]) -> Vec<f32> {
+    let (plane, np, p, ow, s) = (g.cin * g.h * g.w, g.n * g.p(), g.p(), g.ow, g.stride[1]);
     let mut dx = vec![0.0f32; g.n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each(|(n, d)| {
-        let c = &dcols[n * kp..(n + 1) * kp];
         g.for_rows(|k, oh, row, lo, hi, off| {
-            let src = &c[k * p + oh * ow + lo..k * p + oh * ow + hi];
+            let src = &dcols[k * np + n * p + oh * ow + lo..k * np + n * p + oh * ow + hi];
             let start = (row as isize + (lo * s) as isize + off) as usize;
             if s == 1 {
                 for (d, &v) in d[start..start + (hi - lo)].iter_mut().zip(src) {
@@ -190,6 +231,30 @@ fn col2im(g: &Geom, dcols: &[f32]) -> Vec<f32> {
     dx
 }
 
+/// `dy` `[N, Cout, P]` as `[Cout, N * P]` (the images side by side).
+fn dy_rows(g: &Geom, cout: usize, dy: &[f32]) -> Vec<f32> {
+    let (n, p) = (g.n, g.p());
+    let mut out = vec![0.0f32; cout * n * p];
+    out.par_chunks_mut(n * p).enumerate().for_each(|(co, row)| {
+        for i in 0..n {
+            row[i * p..(i + 1) * p].copy_from_slice(&dy[(i * cout + co) * p..(i * cout + co + 1) * p]);
+        }
+    });
+    out
+}
+
+/// `[N, Cout, P]` from `[Cout, N * P]`.
+fn images_first(g: &Geom, cout: usize, y: &[f32]) -> Vec<f32> {
+    let (n, p) = (g.n, g.p());
+    let mut out = vec![0.0f32; n * cout * p];
+    out.par_chunks_mut(cout * p).enumerate().for_each(|(i, o)| {
+        for co in 0..cout {
+            o[co * p..(co + 1) * p].copy_from_slice(&y[co * n * p + i * p..co * n * p + (i + 1) * p]);
+        }
+    });
+    out
+}
+
 macro_rules! cpu_impl {
     ($backend:ty, $feature:literal) => {
         #[cfg(feature = $feature)]
@@ -200,7 +265,20 @@ macro_rules! cpu_impl {
                 weight: FloatTensor<Self>,
                 options: ConvOptions<2>,
             ) -> FloatTensor<Self> {
-                <Self as ModuleOps<Self>>::conv2d(x, weight, None, options)
+                if !Self::is_f32(&x) || !Self::is_f32(&weight) {
+                    return <Self as ModuleOps<Self>>::conv2d(x, weight, None, options);
+                }
+                // y [Cout, N * P] = W [Cout, K] x cols [K, N * P]: one matrix product for the
+                // batch (the backend's convolution runs one small product per image).
+                let w_shape = Self::dims4(&weight);
+                let g = Geom::new(Self::dims4(&x), w_shape, &options);
+                let cout = w_shape[0];
+                let cols = Self::with_f32(&x, |xs| im2col_rows(&g, xs));
+                let cols = Self::from_f32(cols, &[g.k(), g.n * g.p()]);
+                let w = Self::float_reshape(weight, [cout, g.k()].into());
+                let y = Self::float_matmul(w, cols);
+                let y = Self::with_f32(&y, |ys| images_first(&g, cout, ys));
+                Self::from_f32(y, &[g.n, cout, g.oh, g.ow])
             }
 
             fn dense_conv2d_x_backward(
@@ -217,11 +295,13 @@ macro_rules! cpu_impl {
                 let w_shape = Self::dims4(&weight);
                 let g = Geom::new(x_shape, w_shape, &options);
                 let cout = w_shape[0];
-                // dcols [N, K, P] = W^T [K, Cout] x dy [N, Cout, P].
-                let dy = Self::float_reshape(grad, [g.n, cout, g.p()].into());
-                let w_t = Self::float_swap_dims(Self::float_reshape(weight, [1, cout, g.k()].into()), 1, 2);
+                // dcols [K, N * P] = W^T [K, Cout] x dy [Cout, N * P]: one matrix product for
+                // the batch.
+                let dy = Self::with_f32(&grad, |d| dy_rows(&g, cout, d));
+                let dy = Self::from_f32(dy, &[cout, g.n * g.p()]);
+                let w_t = Self::float_swap_dims(Self::float_reshape(weight, [cout, g.k()].into()), 0, 1);
                 let dcols = Self::float_matmul(w_t, dy);
-                let dx = Self::with_f32(&dcols, |d| col2im(&g, d));
+                let dx = Self::with_f32(&dcols, |d| col2im_rows(&g, d));
                 Self::from_f32(dx, &x_shape)
             }
 

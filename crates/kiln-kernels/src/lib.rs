@@ -13,8 +13,11 @@
 //!   applies a ReLU / ReLU6.
 //! - **ReLU6** ([`relu6`], [`clamp_act`]): parallel forward and backward (Burn's `clamp` and its
 //!   backward run on one thread).
-//! - **Dense convolution backward** ([`dense_conv2d`]): input and weight gradients of small
-//!   one-group convolutions through im2col / col2im and the backend's matmul.
+//! - **Dense convolution** ([`dense_conv2d`]): one-group convolutions as one matrix product per
+//!   batch (im2col with the images side by side) forward, input and weight gradients through
+//!   im2col / col2im and the backend's matmul.
+//! - **Max pooling** ([`max_pool2d`]): forward and backward as one pass per `(n, c)` plane
+//!   (flex's pooling recomputes the valid kernel range of every output element).
 //!
 //! The kernels run on the `flex` and `ndarray` backends (with or without autodiff) for `f32`
 //! tensors; on any other backend or dtype the functions call Burn's own `conv2d`, so callers never
@@ -35,6 +38,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
@@ -65,11 +69,13 @@ pub mod depthwise_cpu;
 mod extension;
 mod norm_act;
 pub mod norm_act_cpu;
+pub mod pool;
 
 pub use dense::DenseConvBackend;
 pub use depthwise_cpu::DwGeom;
 pub use extension::DepthwiseConvBackend;
 pub use norm_act::NormActBackend;
+pub use pool::{MaxPoolBackend, PoolGeom};
 
 /// Errors of the kernel entry points that validate their arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,9 +221,11 @@ pub fn is_depthwise(conv: &Conv2d) -> bool {
     in_per_group == 1 && conv.groups == out_c && conv.groups > 1
 }
 
-/// `conv.forward(x)`, through the depthwise kernel when `conv` is depthwise (see
-/// [`is_depthwise`]) and through Burn's `Conv2d::forward` otherwise. Padding is resolved exactly
-/// as Burn's module does (`Same`, `Valid`, `Explicit`).
+/// `conv.forward(x)`: through the depthwise kernel when `conv` is depthwise (see
+/// [`is_depthwise`]), as a matmul for some `1 x 1` convolutions, through [`dense_conv2d`] for
+/// one-group `k x k` convolutions, and through Burn's `Conv2d::forward` otherwise (other
+/// backends, dtypes and grouped convolutions). Padding is resolved exactly as Burn's module does
+/// (`Same`, `Valid`, `Explicit`).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if enabled() && is_pointwise(conv) && x.dims()[1] == conv.weight.dims()[1] && pointwise_as_matmul(&x) {
         return pointwise_conv2d(conv, x);
@@ -227,9 +235,21 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         pad_pair(&conv.padding, 0, h, conv.kernel_size[0], conv.stride[0]),
         pad_pair(&conv.padding, 1, w, conv.kernel_size[1], conv.stride[1]),
     ];
-    if enabled() && use_dense(conv, &x) {
+    if enabled()
+        && let Some(chunk) = dense_chunk(conv, &x)
+    {
         let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, 1);
-        return dense_conv2d(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()), options);
+        let (weight, bias) = (conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
+        if x.dims()[0] <= chunk {
+            return dense_conv2d(x, weight, bias, options);
+        }
+        // A batch whose patch matrix would pass the bound runs in slices of `chunk` images.
+        let parts: Vec<_> = x
+            .split(chunk, 0)
+            .into_iter()
+            .map(|part| dense_conv2d(part, weight.clone(), bias.clone(), options.clone()))
+            .collect();
+        return Tensor::cat(parts, 0);
     }
     if !is_depthwise(conv) || !enabled() || x.dims()[1] != conv.groups || burn_depthwise_forward(&x.device()) {
         return conv.forward(x);
@@ -247,24 +267,27 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// Largest patch matrix (`N * OH * OW * Cin * kh * kw` elements) the dense backward builds.
 const DENSE_MAX_COLS: usize = 8 << 20;
 
-/// Whether `conv` on `x` takes [`dense_conv2d`]: one group, not `1 x 1`, an autodiff device with
-/// kernels, `f32`, and a patch matrix of at most [`DENSE_MAX_COLS`] elements (LeNet-5's 5x5
-/// convolutions, the 3x3 stems of the mobile models on small inputs).
-fn use_dense(conv: &Conv2d, x: &Tensor<4>) -> bool {
-    let [n, cin, h, w] = x.dims();
+/// Whether `conv` on `x` takes [`dense_conv2d`], and in slices of how many images: one group,
+/// not `1 x 1`, kernels on the device, `f32`, and a patch matrix of at most [`DENSE_MAX_COLS`]
+/// elements per slice. kiln's dense forward is one matrix product per slice where flex computes
+/// one small product per image (ResNet-18 @224, batch 1: 247 -> 124 ms); its backward is faster
+/// than Burn's for small convolutions (LeNet-5).
+fn dense_chunk(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
+    let [_, cin, h, w] = x.dims();
     let [_, wc, kh, kw] = conv.weight.dims();
-    if conv.groups != 1 || wc != cin || [kh, kw] == [1, 1] || !x.device().is_autodiff() {
-        return false;
+    if conv.groups != 1 || wc != cin || [kh, kw] == [1, 1] {
+        return None;
     }
     let (oh, ow) = (h.div_ceil(conv.stride[0].max(1)), w.div_ceil(conv.stride[1].max(1)));
-    n * oh * ow * cin * kh * kw <= DENSE_MAX_COLS
-        && use_kernel(x, &conv.weight.val(), conv.bias.as_ref().map(|b| b.val()).as_ref())
+    let per_image = (oh * ow * cin * kh * kw).max(1);
+    (per_image <= DENSE_MAX_COLS && use_kernel(x, &conv.weight.val(), conv.bias.as_ref().map(|b| b.val()).as_ref()))
+        .then_some(DENSE_MAX_COLS / per_image)
 }
 
-/// A dense (one group) convolution: Burn's forward, and on flex / ndarray with `f32` tensors a
-/// backward through matrix products ([`dense`]), much faster than Burn's for small convolutions.
-/// Same result as `burn::tensor::module::conv2d(x, weight, bias, options)` (`options.groups` must
-/// be 1).
+/// A dense (one group) convolution: on flex / ndarray with `f32` tensors, forward and backward
+/// through im2col and matrix products ([`dense`]), faster than Burn's for the convolutions of
+/// LeNet-5, ResNet and the mobile nets' stems. Same result as
+/// `burn::tensor::module::conv2d(x, weight, bias, options)` (`options.groups` must be 1).
 pub fn dense_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
     if options.groups != 1 || !use_kernel(&x, &weight, bias.as_ref()) {
         return burn::tensor::module::conv2d(x, weight, bias, options);
@@ -279,6 +302,36 @@ pub fn dense_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, op
         }
         None => out,
     }
+}
+
+/// `pool.forward(x)` for `x` `[N, C, H, W]`: on flex / ndarray with `f32` tensors (with or
+/// without autodiff) through kiln's max-pool kernel ([`pool`]), elsewhere (other backends or
+/// dtypes, a kernel that does not fit) Burn's `MaxPool2d::forward`. Same values and
+/// gradients as Burn's.
+pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    if !(enabled() && x.dtype() == DType::F32 && has_kernels(&x.device())) {
+        return pool.forward(x);
+    }
+    let [_, _, h, w] = x.dims();
+    let (k, s) = (pool.kernel_size, pool.stride);
+    let geom = PoolGeom {
+        kernel: k,
+        stride: s,
+        padding: [pad_pair(&pool.padding, 0, h, k[0], s[0]), pad_pair(&pool.padding, 1, w, k[1], s[1])],
+        dilation: pool.dilation,
+        ceil_mode: pool.ceil_mode,
+    };
+    // Burn refuses padding wider than half the kernel and empty outputs: leave those (and their
+    // messages) to it.
+    let fits = (0..2).all(|a| {
+        let half = k[a] / 2;
+        k[a] > 0 && geom.dilation[a] > 0 && geom.padding[a].0 <= half && geom.padding[a].1 <= half
+    }) && geom.out(0, h).is_some_and(|o| o > 0)
+        && geom.out(1, w).is_some_and(|o| o > 0);
+    if !fits {
+        return pool.forward(x);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as MaxPoolBackend>::kiln_max_pool2d(x.into_dispatch(), geom))
 }
 
 /// Whether a depthwise convolution without autodiff is better left to Burn: flex's own depthwise

@@ -1,0 +1,145 @@
+//! kiln's max-pool kernel against Burn's `MaxPool2d`: forward values and input gradients, on
+//! flex and ndarray, with and without autodiff, for LeNet's 2x2, ResNet's 3x3 / 2 / 1, odd
+//! sizes, `Same` padding with an even kernel, dilation and ties.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use kiln_kernels::pool;
+
+#[allow(deprecated)]
+fn devices() -> Vec<(&'static str, Device)> {
+    vec![("flex", Device::flex()), ("ndarray", Device::ndarray())]
+}
+
+/// Deterministic values in [-1, 1].
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values(shape.iter().product(), seed), shape), device)
+}
+
+/// The kernel-call counter is process-wide: tests that read it run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn vec(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// (input, pool)
+fn cases() -> Vec<([usize; 4], MaxPool2d)> {
+    vec![
+        // LeNet-5 after each convolution.
+        ([32, 6, 28, 28], MaxPool2dConfig::new([2, 2]).init()),
+        ([3, 16, 10, 10], MaxPool2dConfig::new([2, 2]).init()),
+        // ResNet / ShuffleNet stems: 3x3, stride 2, padding 1, odd and even sizes.
+        (
+            [2, 4, 17, 16],
+            MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+        ),
+        // stride 1, rectangular kernel, odd sizes that leave a remainder.
+        ([1, 3, 9, 7], MaxPool2dConfig::new([3, 2]).with_strides([1, 3]).init()),
+        // `Same` padding with an even kernel (asymmetric pairs).
+        ([2, 2, 7, 8], MaxPool2dConfig::new([2, 2]).with_strides([1, 1]).with_padding(PaddingConfig2d::Same).init()),
+        // SqueezeNet's ceil_mode: 3x3 / 2 on 13x13 and 14x14 (a partial last window), and a
+        // padded case where the rounded-up window would start in the trailing padding.
+        ([1, 3, 13, 13], MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_ceil_mode(true).init()),
+        ([2, 3, 14, 14], MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_ceil_mode(true).init()),
+        (
+            [1, 2, 6, 5],
+            MaxPool2dConfig::new([2, 2])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_ceil_mode(true)
+                .init(),
+        ),
+        // dilation 2.
+        ([1, 2, 11, 12], MaxPool2dConfig::new([3, 3]).with_strides([2, 1]).with_dilation([2, 2]).init()),
+    ]
+}
+
+#[test]
+fn forward_and_gradient_match_burn() {
+    let _serial = serial();
+    for (name, base) in devices() {
+        for (i, (shape, pool)) in cases().into_iter().enumerate() {
+            let what = format!("{name} case {i} {shape:?}");
+            // Without autodiff: identical values (a max is exact).
+            let x = tensor(shape, 10 + i as u64, &base);
+            let before = pool::calls();
+            let yk = kiln_kernels::max_pool2d(&pool, x.clone());
+            assert!(pool::calls() > before, "{what}: the kernel path was not taken");
+            let yr = pool.forward(x);
+            assert_eq!(yk.dims(), yr.dims(), "{what}: shape");
+            assert_eq!(vec(yk), vec(yr), "{what}: forward");
+
+            // With autodiff: the same values, and the gradient lands on the same elements.
+            let ad = base.clone().autodiff();
+            let xr = tensor(shape, 10 + i as u64, &ad).require_grad();
+            let xk = tensor(shape, 10 + i as u64, &ad).require_grad();
+            let yr = pool.forward(xr.clone());
+            let yk = kiln_kernels::max_pool2d(&pool, xk.clone());
+            let g = tensor(yr.dims(), 20 + i as u64, &ad);
+            assert_eq!(vec(yk.clone().inner()), vec(yr.clone().inner()), "{what}: autodiff forward");
+            let gr = (yr * g.clone()).sum().backward();
+            let before = pool::calls();
+            let gk = (yk * g).sum().backward();
+            assert!(pool::calls() > before, "{what}: the kernel backward was not taken");
+            let (dk, dr) = (vec(xk.grad(&gk).unwrap()), vec(xr.grad(&gr).unwrap()));
+            let worst = dk.iter().zip(&dr).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-6, "{what}: dx differs by {worst}");
+        }
+    }
+}
+
+#[test]
+fn ties_go_to_the_first_maximum_like_pytorch() {
+    let _serial = serial();
+    // A constant map: every window ties; PyTorch (and Burn's flex) give the gradient to the
+    // first element of each window in row-major order.
+    let device = Device::flex().autodiff();
+    let pool = MaxPool2dConfig::new([2, 2]).init();
+    let x = Tensor::<4>::ones([1, 1, 4, 4], &device).require_grad();
+    let y = kiln_kernels::max_pool2d(&pool, x.clone());
+    assert_eq!(vec(y.clone().inner()), vec![1.0; 4]);
+    let grads = y.sum().backward();
+    let dx = vec(x.grad(&grads).unwrap());
+    #[rustfmt::skip]
+    let expected = vec![
+        1.0, 0.0, 1.0, 0.0,
+        0.0, 0.0, 0.0, 0.0,
+        1.0, 0.0, 1.0, 0.0,
+        0.0, 0.0, 0.0, 0.0,
+    ];
+    assert_eq!(dx, expected);
+}
+
+#[test]
+fn other_backends_fall_back_to_burn() {
+    let _serial = serial();
+    // Kernels off: Burn's path, the same values.
+    let device = Device::flex();
+    let pool = MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).init();
+    let x = tensor([1, 2, 8, 8], 7, &device);
+    kiln_kernels::set_enabled(false);
+    let before = pool::calls();
+    let y = kiln_kernels::max_pool2d(&pool, x.clone());
+    let after = pool::calls();
+    kiln_kernels::set_enabled(true);
+    assert_eq!(after, before, "kernels off takes Burn's path");
+    assert_eq!(vec(y), vec(pool.forward(x)));
+}
