@@ -126,73 +126,35 @@ impl Geom {
         (lo, hi.max(lo), off)
     }
 
-    /// Calls `f(k, oh, input_row_offset, lo, hi, off)` for every patch row `k` and output row
-    /// `oh` whose input row is inside the image: patch element `(k, oh * OW + ow)` is input
-    /// element `input_row_offset + ow * stride + off` for `ow` in `[lo, hi)`, zero elsewhere.
-    fn for_rows(&self, mut f: impl FnMut(usize, usize, usize, usize, usize, isize)) {
-        for ci in 0..self.cin {
-            for ki in 0..self.kh {
-                for kj in 0..self.kw {
-                    let k = (ci * self.kh + ki) * self.kw + kj;
-                    let (lo, hi, off) = self.cols(kj);
-                    if hi <= lo {
-                        continue;
-                    }
-                    for oh in 0..self.oh {
-                        let iy = (oh * self.stride[0] + ki * self.dil[0]) as isize - self.pad[0] as isize;
-                        if iy >= 0 && (iy as usize) < self.h {
-                            f(k, oh, (ci * self.h + iy as usize) * self.w, lo, hi, off);
-                        }
-                    }
-                }
+    /// Calls `f(oh, input_row_offset, lo, hi, off)` for patch row `k` and every output row `oh`
+    /// whose input row is inside the image: patch element `(k, oh * OW + ow)` is input element
+    /// `input_row_offset + ow * stride + off` for `ow` in `[lo, hi)`, zero elsewhere.
+    fn rows_of(&self, k: usize, mut f: impl FnMut(usize, usize, usize, usize, isize)) {
+        let (ci, kk) = (k / (self.kh * self.kw), k % (self.kh * self.kw));
+        let (ki, kj) = (kk / self.kw, kk % self.kw);
+        let (lo, hi, off) = self.cols(kj);
+        if hi <= lo {
+            return;
+        }
+        for oh in 0..self.oh {
+            let iy = (oh * self.stride[0] + ki * self.dil[0]) as isize - self.pad[0] as isize;
+            if iy >= 0 && (iy as usize) < self.h {
+                f(oh, (ci * self.h + iy as usize) * self.w, lo, hi, off);
             }
         }
     }
-}
-
-/// `cols` `[N, K, P]` of `x` `[N, Cin, H, W]` (im2col; rows are contiguous copies for stride 1).
-fn im2col(g: &Geom, x: &[f32]) -> Vec<f32> {
-    let (plane, kp, p, ow, s) = (g.cin * g.h * g.w, g.k() * g.p(), g.p(), g.ow, g.stride[1]);
-    let mut cols = vec![0.0f32; g.n * kp];
-    cols.par_chunks_mut(kp).enumerate().for_each(|(n, c)| {
-        let xs = &x[n * plane..(n + 1) * plane];
-        g.for_rows(|k, oh, row, lo, hi, off| {
-            let dst = &mut c[k * p + oh * ow + lo..k * p + oh * ow + hi];
-            let start = (row as isize + (lo * s) as isize + off) as usize;
-            if s == 1 {
-                dst.copy_from_slice(&xs[start..start + (hi - lo)]);
-            } else {
-                for (d, &v) in dst.iter_mut().zip(xs[start..].iter().step_by(s)) {
-                    *d = v;
-                }
-            }
-        });
-    });
-    cols
 }
 
 /// `cols` `[K, N * P]` of `x` (the images side by side in each patch row, so that the forward
 /// pass is one matrix product `W [Cout, K] x cols` for the whole batch). Parallel over patch rows.
 fn im2col_rows(g: &Geom, x: &[f32]) -> Vec<f32> {
     let (plane, np, p, ow, s) = (g.cin * g.h * g.w, g.n * g.p(), g.p(), g.ow, g.stride[1]);
-    let (khw, kw) = (g.kh * g.kw, g.kw);
     let mut cols = vec![0.0f32; g.k() * np];
     cols.par_chunks_mut(np).enumerate().for_each(|(k, c)| {
-        let (ci, kk) = (k / khw, k % khw);
-        let (ki, kj) = (kk / kw, kk % kw);
-        let (lo, hi, off) = g.cols(kj);
-        if hi <= lo {
-            return;
-        }
         for n in 0..g.n {
             let xs = &x[n * plane..(n + 1) * plane];
             let c = &mut c[n * p..(n + 1) * p];
-            for oh in 0..g.oh {
-                let iy = (oh * g.stride[0] + ki * g.dil[0]) as isize - g.pad[0] as isize;
-                if iy < 0 || iy as usize >= g.h {
-                    continue;
-                }
-                let row = (ci * g.h + iy as usize) * g.w;
+            g.rows_of(k, |oh, row, lo, hi, off| {
                 let dst = &mut c[oh * ow + lo..oh * ow + hi];
                 let start = (row as isize + (lo * s) as isize + off) as usize;
                 if s == 1 {
@@ -202,7 +164,7 @@ fn im2col_rows(g: &Geom, x: &[f32]) -> Vec<f32> {
                         *d = v;
                     }
                 }
-            }
+            });
         }
     });
     cols
@@ -214,19 +176,22 @@ fn col2im_rows(g: &Geom, dcols: &[f32]) -> Vec<f32> {
     let (plane, np, p, ow, s) = (g.cin * g.h * g.w, g.n * g.p(), g.p(), g.ow, g.stride[1]);
     let mut dx = vec![0.0f32; g.n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each(|(n, d)| {
-        g.for_rows(|k, oh, row, lo, hi, off| {
-            let src = &dcols[k * np + n * p + oh * ow + lo..k * np + n * p + oh * ow + hi];
-            let start = (row as isize + (lo * s) as isize + off) as usize;
-            if s == 1 {
-                for (d, &v) in d[start..start + (hi - lo)].iter_mut().zip(src) {
-                    *d += v;
+        for k in 0..g.k() {
+            let c = &dcols[k * np + n * p..k * np + (n + 1) * p];
+            g.rows_of(k, |oh, row, lo, hi, off| {
+                let src = &c[oh * ow + lo..oh * ow + hi];
+                let start = (row as isize + (lo * s) as isize + off) as usize;
+                if s == 1 {
+                    for (d, &v) in d[start..start + (hi - lo)].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                } else {
+                    for (d, &v) in d[start..].iter_mut().step_by(s).zip(src) {
+                        *d += v;
+                    }
                 }
-            } else {
-                for (d, &v) in d[start..].iter_mut().step_by(s).zip(src) {
-                    *d += v;
-                }
-            }
-        });
+            });
+        }
     });
     dx
 }
@@ -318,8 +283,9 @@ macro_rules! cpu_impl {
                 let w_shape = Self::dims4(&weight);
                 let g = Geom::new(Self::dims4(&x), w_shape, &options);
                 let cout = w_shape[0];
-                let cols = Self::with_f32(&x, |xs| im2col(&g, xs));
-                let cols = Self::float_swap_dims(Self::from_f32(cols, &[g.n, g.k(), g.p()]), 1, 2);
+                // cols [K, N, P] (the forward's layout), viewed as [N, P, K].
+                let cols = Self::with_f32(&x, |xs| im2col_rows(&g, xs));
+                let cols = Self::float_permute(Self::from_f32(cols, &[g.k(), g.n, g.p()]), &[1, 2, 0]);
                 // dW [Cout, K] = sum_n dy_n [Cout, P] x cols_n^T [P, K].
                 let dy = Self::float_reshape(grad, [g.n, cout, g.p()].into());
                 let dw = Self::float_sum_dim(Self::float_matmul(dy, cols), 0);

@@ -4,28 +4,11 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use kiln_kernels::pool;
 
-#[allow(deprecated)]
-fn devices() -> Vec<(&'static str, Device)> {
-    vec![("flex", Device::flex()), ("ndarray", Device::ndarray())]
-}
-
-/// Deterministic values in [-1, 1].
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(values(shape.iter().product(), seed), shape), device)
-}
+mod common;
+use common::{devices, tensor};
 
 /// The kernel-call counter is process-wide: tests that read it run one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
