@@ -1,14 +1,19 @@
 //! Dense convolutions (one group: LeNet-5's 5x5, ResNet's 3x3 / 7x7, the mobile nets' stems)
-//! as one matrix product per batch. Burn's flex convolution runs one small product per image, and
-//! Burn's CPU backward computes the input gradient as a transposed convolution and the weight
-//! gradient as another convolution, both slow for few channels. Here, with `K = Cin*kh*kw` and
-//! `P = OH*OW`:
+//! as matrix products over the whole batch. Burn's flex convolution runs one small product per
+//! image, and Burn's CPU backward computes the input gradient as a transposed convolution and the
+//! weight gradient as another convolution, both slow for few channels. Here, with
+//! `K = Cin*kh*kw` and `P = OH*OW`:
 //!
-//! - forward: `y [Cout, N*P] = W [Cout, K] x cols [K, N*P]` (im2col with the images side by side,
-//!   row copies), then back to `[N, Cout, OH, OW]`;
-//! - input gradient: `dcols [K, N*P] = W^T x dy [Cout, N*P]`, added back (col2im);
-//! - weight gradient: `sum_n dy_n [Cout, P] x cols_n^T [P, K]` (one batched product + a sum: a
-//!   single product over `N*P` has too few rows and columns for the matmul to parallelise).
+//! - forward: `cols [K, N*P]` (im2col with the images side by side, row copies), then
+//!   `y_n [Cout, P] = W [Cout, K] x cols[:, n]` written straight into `[N, Cout, OH, OW]`;
+//! - input gradient: `dcols_n [K, P] = W^T x dy_n`, added back into the image (col2im) while it
+//!   is still in cache, image by image;
+//! - weight gradient: `dW [Cout, K] = dy [Cout, N*P] x cols^T`, dot products over `N*P`.
+//!
+//! The products run through [`crate::gemm`] (short inner dimension, no packing): for LeNet-5's
+//! shapes the `gemm` crate behind burn-flex's matmul was 2-4x slower. Under autodiff the forward's
+//! `cols` is kept for the weight gradient when it is small ([`KEEP_COLS_MAX`] elements), so
+//! im2col runs once per step; larger ones are rebuilt from the checkpointed input.
 //!
 //! [`DenseConvBackend`] is implemented for `Flex` and `NdArray` and for `Autodiff<B, C>` with
 //! this backward.
@@ -23,7 +28,8 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::backend::TensorMetadata;
+use burn::backend::ops::ModuleOps;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, backend_extension, tensor::FloatTensor};
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
@@ -34,6 +40,7 @@ use burn::backend::Flex;
 use burn::backend::NdArray;
 
 use crate::extension::CpuF32;
+use crate::gemm::{self, SendPtr, View};
 
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -43,28 +50,41 @@ pub fn calls() -> usize {
     CALLS.load(Ordering::Relaxed)
 }
 
-/// A dense (one group) 2-D convolution whose backward pass runs through matrix products.
-/// Shapes: `x` `[N, Cin, H, W]`, `weight` `[Cout, Cin, kh, kw]`, `grad` `[N, Cout, OH, OW]`.
+/// A dense (one group) 2-D convolution through im2col and matrix products. Shapes: `x`
+/// `[N, Cin, H, W]`, `weight` `[Cout, Cin, kh, kw]`, `cols` `[K, N*P]`, `dy_rows` `[Cout, N*P]`.
 #[allow(deprecated)]
 #[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
 pub trait DenseConvBackend: Backend {
     /// The forward convolution (no bias; the public wrapper adds it).
     fn dense_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
 
-    /// The gradient with respect to `x`.
-    fn dense_conv2d_x_backward(
-        x: FloatTensor<Self>,
+    /// The patch matrix `cols [K, N*P]` of `x` for a kernel of `weight`'s shape.
+    fn dense_im2col(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
+
+    /// The forward convolution of the input of shape `x_dims` from its patch matrix.
+    fn dense_conv2d_cols(
+        cols: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
+        x_dims: [usize; 4],
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+
+    /// The output gradient `[N, Cout, OH, OW]` as `[Cout, N*P]` (the images side by side).
+    fn dense_dy_rows(grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradient with respect to `x` (shape `x_dims`).
+    fn dense_conv2d_x_backward(
+        dy_rows: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        x_dims: [usize; 4],
         options: ConvOptions<2>,
     ) -> FloatTensor<Self>;
 
     /// The gradient with respect to `weight`.
     fn dense_conv2d_weight_backward(
-        x: FloatTensor<Self>,
+        cols: FloatTensor<Self>,
+        dy_rows: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        options: ConvOptions<2>,
     ) -> FloatTensor<Self>;
 }
 
@@ -170,51 +190,76 @@ fn im2col_rows(g: &Geom, x: &[f32]) -> Vec<f32> {
     cols
 }
 
-/// `dx` `[N, Cin, H, W]` from `dcols` `[K, N * P]` (the adjoint of [`im2col_rows`]). Parallel
-/// over images.
-fn col2im_rows(g: &Geom, dcols: &[f32]) -> Vec<f32> {
-    let (plane, np, p, ow, s) = (g.cin * g.h * g.w, g.n * g.p(), g.p(), g.ow, g.stride[1]);
-    let mut dx = vec![0.0f32; g.n * plane];
-    dx.par_chunks_mut(plane).enumerate().for_each(|(n, d)| {
-        for k in 0..g.k() {
-            let c = &dcols[k * np + n * p..k * np + (n + 1) * p];
-            g.rows_of(k, |oh, row, lo, hi, off| {
-                let src = &c[oh * ow + lo..oh * ow + hi];
-                let start = (row as isize + (lo * s) as isize + off) as usize;
-                if s == 1 {
-                    for (d, &v) in d[start..start + (hi - lo)].iter_mut().zip(src) {
-                        *d += v;
-                    }
-                } else {
-                    for (d, &v) in d[start..].iter_mut().step_by(s).zip(src) {
-                        *d += v;
-                    }
+/// Adds `dcols` (`[K, P]` for one image, row stride `ld`) back into that image's `d`
+/// `[Cin, H, W]` (the adjoint of [`im2col_rows`]).
+fn col2im_image(g: &Geom, dcols: &[f32], ld: usize, d: &mut [f32]) {
+    let (ow, s) = (g.ow, g.stride[1]);
+    for k in 0..g.k() {
+        let c = &dcols[k * ld..k * ld + g.p()];
+        g.rows_of(k, |oh, row, lo, hi, off| {
+            let src = &c[oh * ow + lo..oh * ow + hi];
+            let start = (row as isize + (lo * s) as isize + off) as usize;
+            if s == 1 {
+                for (d, &v) in d[start..start + (hi - lo)].iter_mut().zip(src) {
+                    *d += v;
                 }
-            });
-        }
-    });
+            } else {
+                for (d, &v) in d[start..].iter_mut().step_by(s).zip(src) {
+                    *d += v;
+                }
+            }
+        });
+    }
+}
+
+/// Columns of one image's output per parallel task of the forward product.
+const FORWARD_COLS: usize = 512;
+
+/// `y [N, Cout, P]`: `y_n = W [Cout, K] x cols[:, n*P..(n+1)*P]`, parallel over images and
+/// blocks of columns.
+fn forward_from_cols(g: &Geom, cout: usize, w: &[f32], cols: &[f32]) -> Vec<f32> {
+    let (k, p, np) = (g.k(), g.p(), g.n * g.p());
+    let mut y = vec![0.0f32; g.n * cout * p];
+    let blocks = p.div_ceil(FORWARD_COLS).max(1);
+    let out = SendPtr(y.as_mut_ptr());
+    let a = View { data: w, rs: k, cs: 1 };
+    let task = |t: usize| {
+        let (n, b) = (t / blocks, t % blocks);
+        let (j0, j1) = (b * FORWARD_COLS, ((b + 1) * FORWARD_COLS).min(p));
+        // SAFETY: task (n, b) writes only columns [j0, j1) of image n's [Cout, P] block of `y`.
+        let c = unsafe { std::slice::from_raw_parts_mut(out.get().add(n * cout * p), cout * p) };
+        gemm::matmul_into(cout, k, a, &cols[n * p..], np, c, p, j0, j1);
+    };
+    if g.n * cout * p * k < 1 << 16 {
+        (0..g.n * blocks).for_each(task);
+    } else {
+        (0..g.n * blocks).into_par_iter().for_each(task);
+    }
+    y
+}
+
+/// `dx [N, Cin, H, W]`: per image `dcols_n [K, P] = W^T x dy_rows[:, n]`, added back at once
+/// (parallel over images; `dcols_n` stays in cache).
+fn x_grad(g: &Geom, cout: usize, w: &[f32], dy_rows: &[f32]) -> Vec<f32> {
+    let (k, p, np, plane) = (g.k(), g.p(), g.n * g.p(), g.cin * g.h * g.w);
+    let mut dx = vec![0.0f32; g.n * plane];
+    let a = View { data: w, rs: 1, cs: k };
+    dx.par_chunks_mut(plane).enumerate().for_each_init(
+        || vec![0.0f32; k * p],
+        |dcols, (n, d)| {
+            gemm::matmul_into(k, cout, a, &dy_rows[n * p..], np, dcols, p, 0, p);
+            col2im_image(g, dcols, p, d);
+        },
+    );
     dx
 }
 
 /// `dy` `[N, Cout, P]` as `[Cout, N * P]` (the images side by side).
-fn dy_rows(g: &Geom, cout: usize, dy: &[f32]) -> Vec<f32> {
-    let (n, p) = (g.n, g.p());
+fn dy_rows(n: usize, cout: usize, p: usize, dy: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; cout * n * p];
     out.par_chunks_mut(n * p).enumerate().for_each(|(co, row)| {
         for i in 0..n {
             row[i * p..(i + 1) * p].copy_from_slice(&dy[(i * cout + co) * p..(i * cout + co + 1) * p]);
-        }
-    });
-    out
-}
-
-/// `[N, Cout, P]` from `[Cout, N * P]`.
-fn images_first(g: &Geom, cout: usize, y: &[f32]) -> Vec<f32> {
-    let (n, p) = (g.n, g.p());
-    let mut out = vec![0.0f32; n * cout * p];
-    out.par_chunks_mut(cout * p).enumerate().for_each(|(i, o)| {
-        for co in 0..cout {
-            o[co * p..(co + 1) * p].copy_from_slice(&y[co * n * p + i * p..co * n * p + (i + 1) * p]);
         }
     });
     out
@@ -233,63 +278,68 @@ macro_rules! cpu_impl {
                 if !Self::is_f32(&x) || !Self::is_f32(&weight) {
                     return <Self as ModuleOps<Self>>::conv2d(x, weight, None, options);
                 }
-                // y [Cout, N * P] = W [Cout, K] x cols [K, N * P]: one matrix product for the
-                // batch (the backend's convolution runs one small product per image).
-                let w_shape = Self::dims4(&weight);
-                let g = Geom::new(Self::dims4(&x), w_shape, &options);
-                let cout = w_shape[0];
+                let x_dims = Self::dims4(&x);
+                let cols = Self::dense_im2col(x, weight.clone(), options.clone());
+                Self::dense_conv2d_cols(cols, weight, x_dims, options)
+            }
+
+            fn dense_im2col(
+                x: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                options: ConvOptions<2>,
+            ) -> FloatTensor<Self> {
+                let g = Geom::new(Self::dims4(&x), Self::dims4(&weight), &options);
                 let cols = Self::with_f32(&x, |xs| im2col_rows(&g, xs));
-                let cols = Self::from_f32(cols, &[g.k(), g.n * g.p()]);
-                let w = Self::float_reshape(weight, [cout, g.k()].into());
-                let y = Self::float_matmul(w, cols);
-                let y = Self::with_f32(&y, |ys| images_first(&g, cout, ys));
-                Self::from_f32(y, &[g.n, cout, g.oh, g.ow])
+                Self::from_f32(cols, &[g.k(), g.n * g.p()])
+            }
+
+            fn dense_conv2d_cols(
+                cols: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                x_dims: [usize; 4],
+                options: ConvOptions<2>,
+            ) -> FloatTensor<Self> {
+                let w_shape = Self::dims4(&weight);
+                let g = Geom::new(x_dims, w_shape, &options);
+                let y = Self::with_f32(&cols, |c| {
+                    Self::with_f32(&weight, |w| forward_from_cols(&g, w_shape[0], w, c))
+                });
+                Self::from_f32(y, &[g.n, w_shape[0], g.oh, g.ow])
+            }
+
+            fn dense_dy_rows(grad: FloatTensor<Self>) -> FloatTensor<Self> {
+                let [n, cout, oh, ow] = Self::dims4(&grad);
+                let rows = Self::with_f32(&grad, |d| dy_rows(n, cout, oh * ow, d));
+                Self::from_f32(rows, &[cout, n * oh * ow])
             }
 
             fn dense_conv2d_x_backward(
-                x: FloatTensor<Self>,
+                dy_rows: FloatTensor<Self>,
                 weight: FloatTensor<Self>,
-                grad: FloatTensor<Self>,
+                x_dims: [usize; 4],
                 options: ConvOptions<2>,
             ) -> FloatTensor<Self> {
-                if !Self::is_f32(&grad) || !Self::is_f32(&weight) {
-                    return <Self as ModuleOps<Self>>::conv2d_x_backward(x, weight, grad, options);
-                }
                 CALLS.fetch_add(1, Ordering::Relaxed);
-                let x_shape = Self::dims4(&x);
                 let w_shape = Self::dims4(&weight);
-                let g = Geom::new(x_shape, w_shape, &options);
-                let cout = w_shape[0];
-                // dcols [K, N * P] = W^T [K, Cout] x dy [Cout, N * P]: one matrix product for
-                // the batch.
-                let dy = Self::with_f32(&grad, |d| dy_rows(&g, cout, d));
-                let dy = Self::from_f32(dy, &[cout, g.n * g.p()]);
-                let w_t = Self::float_swap_dims(Self::float_reshape(weight, [cout, g.k()].into()), 0, 1);
-                let dcols = Self::float_matmul(w_t, dy);
-                let dx = Self::with_f32(&dcols, |d| col2im_rows(&g, d));
-                Self::from_f32(dx, &x_shape)
+                let g = Geom::new(x_dims, w_shape, &options);
+                let dx = Self::with_f32(&dy_rows, |d| Self::with_f32(&weight, |w| x_grad(&g, w_shape[0], w, d)));
+                Self::from_f32(dx, &x_dims)
             }
 
             fn dense_conv2d_weight_backward(
-                x: FloatTensor<Self>,
+                cols: FloatTensor<Self>,
+                dy_rows: FloatTensor<Self>,
                 weight: FloatTensor<Self>,
-                grad: FloatTensor<Self>,
-                options: ConvOptions<2>,
             ) -> FloatTensor<Self> {
-                if !Self::is_f32(&grad) || !Self::is_f32(&x) {
-                    return <Self as ModuleOps<Self>>::conv2d_weight_backward(x, weight, grad, options);
-                }
                 CALLS.fetch_add(1, Ordering::Relaxed);
                 let w_shape = Self::dims4(&weight);
-                let g = Geom::new(Self::dims4(&x), w_shape, &options);
-                let cout = w_shape[0];
-                // cols [K, N, P] (the forward's layout), viewed as [N, P, K].
-                let cols = Self::with_f32(&x, |xs| im2col_rows(&g, xs));
-                let cols = Self::float_permute(Self::from_f32(cols, &[g.k(), g.n, g.p()]), &[1, 2, 0]);
-                // dW [Cout, K] = sum_n dy_n [Cout, P] x cols_n^T [P, K].
-                let dy = Self::float_reshape(grad, [g.n, cout, g.p()].into());
-                let dw = Self::float_sum_dim(Self::float_matmul(dy, cols), 0);
-                Self::float_reshape(dw, w_shape.into())
+                let (cout, k) = (w_shape[0], w_shape[1] * w_shape[2] * w_shape[3]);
+                let np = Self::dims(&dy_rows)[1];
+                // dW [Cout, K] = dy [Cout, N*P] x cols^T: dot products over N*P.
+                let dw = Self::with_f32(&dy_rows, |d| {
+                    Self::with_f32(&cols, |c| gemm::matmul_bt(cout, k, np, d, np, c, np))
+                });
+                Self::from_f32(dw, &w_shape)
             }
         }
     };
@@ -298,36 +348,61 @@ macro_rules! cpu_impl {
 cpu_impl!(Flex, "flex");
 cpu_impl!(NdArray, "ndarray");
 
+/// Largest patch matrix (elements) kept from the forward pass for the weight gradient; larger
+/// ones are rebuilt from the input in the backward pass (ResNet-scale inputs would otherwise hold
+/// a patch matrix per convolution, several times the activations).
+pub const KEEP_COLS_MAX: usize = 4 << 20;
+
 #[derive(Debug)]
 struct DenseConv;
 
+/// What the backward pass needs of the input: the forward's patch matrix or the input itself.
+#[derive(Clone, Debug)]
+enum Saved<T> {
+    Cols(T),
+    Input(NodeId),
+}
+
 impl<B: Backend + DenseConvBackend> Backward<B, 2> for DenseConv {
-    type State = (NodeId, NodeId, ConvOptions<2>);
+    type State = (Saved<FloatTensor<B>>, NodeId, [usize; 4], ConvOptions<2>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, options) = ops.state;
-        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let (saved, weight_state, x_dims, options) = ops.state;
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
+        // [Cout, N*P] once for both gradients.
+        let dy = B::dense_dy_rows(grad);
         if let Some(node) = node_x {
-            let dx = B::dense_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+            let dx = B::dense_conv2d_x_backward(dy.clone(), weight.clone(), x_dims, options.clone());
             grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_weight {
-            grads.register::<B>(node.id, B::dense_conv2d_weight_backward(x, weight, grad, options));
+            let cols = match saved {
+                Saved::Cols(cols) => cols,
+                Saved::Input(x_state) => {
+                    let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+                    B::dense_im2col(x, weight.clone(), options)
+                }
+            };
+            grads.register::<B>(node.id, B::dense_conv2d_weight_backward(cols, dy, weight));
         }
     }
 }
 
 impl<B: Backend + DenseConvBackend, C: CheckpointStrategy> DenseConvBackend for Autodiff<B, C> {
     fn dense_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let x_dims: [usize; 4] = TensorMetadata::shape(&x).dims::<4>();
         match DenseConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let out = B::dense_conv2d(x.into_primitive(), weight.into_primitive(), options.clone());
-                prep.finish((x_state, weight_state, options), out)
+                let x_state = prep.checkpoint(&x);
+                let w = weight.into_primitive();
+                let cols = B::dense_im2col(x.into_primitive(), w.clone(), options.clone());
+                let keep = TensorMetadata::shape(&cols).num_elements() <= KEEP_COLS_MAX;
+                let saved = if keep { Saved::Cols(cols.clone()) } else { Saved::Input(x_state) };
+                let out = B::dense_conv2d_cols(cols, w, x_dims, options.clone());
+                prep.finish((saved, weight_state, x_dims, options), out)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::dense_conv2d(x.into_primitive(), weight.into_primitive(), options))
@@ -335,29 +410,41 @@ impl<B: Backend + DenseConvBackend, C: CheckpointStrategy> DenseConvBackend for 
         }
     }
 
-    fn dense_conv2d_x_backward(
-        x: FloatTensor<Self>,
+    fn dense_im2col(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        Self::from_inner(B::dense_im2col(x.into_primitive(), weight.into_primitive(), options))
+    }
+
+    fn dense_conv2d_cols(
+        cols: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
+        x_dims: [usize; 4],
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let out =
-            B::dense_conv2d_x_backward(x.into_primitive(), weight.into_primitive(), grad.into_primitive(), options);
-        Self::from_inner(out)
+        Self::from_inner(B::dense_conv2d_cols(cols.into_primitive(), weight.into_primitive(), x_dims, options))
+    }
+
+    fn dense_dy_rows(grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::dense_dy_rows(grad.into_primitive()))
+    }
+
+    fn dense_conv2d_x_backward(
+        dy_rows: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        x_dims: [usize; 4],
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::dense_conv2d_x_backward(dy_rows.into_primitive(), weight.into_primitive(), x_dims, options))
     }
 
     fn dense_conv2d_weight_backward(
-        x: FloatTensor<Self>,
+        cols: FloatTensor<Self>,
+        dy_rows: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let out = B::dense_conv2d_weight_backward(
-            x.into_primitive(),
+        Self::from_inner(B::dense_conv2d_weight_backward(
+            cols.into_primitive(),
+            dy_rows.into_primitive(),
             weight.into_primitive(),
-            grad.into_primitive(),
-            options,
-        );
-        Self::from_inner(out)
+        ))
     }
 }

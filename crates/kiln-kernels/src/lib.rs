@@ -65,6 +65,7 @@ macro_rules! multiversion {
 }
 
 pub mod dense;
+pub mod gemm;
 pub mod depthwise_cpu;
 mod extension;
 mod norm_act;

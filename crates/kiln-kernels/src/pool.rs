@@ -109,6 +109,17 @@ struct Plan {
 }
 
 impl Plan {
+    /// A 2x2 window with stride 2, no padding or dilation, every window inside the input (the
+    /// classic "halve the map" pool, which gets a branch-light path).
+    fn is_2x2(&self, geom: &PoolGeom, h: usize, w: usize) -> bool {
+        geom.kernel == [2, 2]
+            && geom.stride == [2, 2]
+            && geom.dilation == [1, 1]
+            && geom.padding == [(0, 0), (0, 0)]
+            && 2 * self.oh <= h
+            && 2 * self.ow <= w
+    }
+
     fn new(geom: &PoolGeom, h: usize, w: usize) -> Self {
         let (oh, ow) = (geom.out(0, h).unwrap_or(0), geom.out(1, w).unwrap_or(0));
         let axis = |a: usize, size: usize, out: usize| -> Vec<_> {
@@ -118,6 +129,19 @@ impl Plan {
         };
         Self { w, oh, ow, sh: geom.stride[0], sw: geom.stride[1], rows: axis(0, h, oh), cols: axis(1, w, ow) }
     }
+}
+
+/// The maximum of a window in row-major order with the forward's rule: a later value wins only
+/// when it is larger or NaN (so the first NaN or the first maximum is kept).
+#[inline(always)]
+fn max4(v: [f32; 4]) -> f32 {
+    let mut best = v[0];
+    for &x in &v[1..] {
+        if x > best || x.is_nan() {
+            best = x;
+        }
+    }
+    best
 }
 
 /// Calls `f(tap_row_input_offset, tap column range (lo, hi, off))` for every kernel tap `(r, c)`
@@ -143,7 +167,17 @@ fn forward(dims: [usize; 4], geom: &PoolGeom, x: &[f32]) -> (Vec<f32>, [usize; 4
     let p = Plan::new(geom, h, w);
     let (oh, ow, sw) = (p.oh, p.ow, p.sw);
     let mut out = vec![f32::NEG_INFINITY; n * c * oh * ow];
-    if oh * ow > 0 {
+    if oh * ow > 0 && p.is_2x2(geom, h, w) {
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, o)| {
+            let xs = &x[plane * h * w..(plane + 1) * h * w];
+            for (r, orow) in o.chunks_exact_mut(ow).enumerate() {
+                let (a, b) = (&xs[2 * r * w..2 * r * w + 2 * ow], &xs[(2 * r + 1) * w..(2 * r + 1) * w + 2 * ow]);
+                for ((best, a), b) in orow.iter_mut().zip(a.chunks_exact(2)).zip(b.chunks_exact(2)) {
+                    *best = max4([a[0], a[1], b[0], b[1]]);
+                }
+            }
+        });
+    } else if oh * ow > 0 {
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, o)| {
             let xs = &x[plane * h * w..(plane + 1) * h * w];
             for (r, orow) in o.chunks_exact_mut(ow).enumerate() {
@@ -169,7 +203,24 @@ fn backward(dims: [usize; 4], geom: &PoolGeom, x: &[f32], y: &[f32], grad: &[f32
     let p = Plan::new(geom, h, w);
     let (oh, ow, sw) = (p.oh, p.ow, p.sw);
     let mut dx = vec![0.0f32; n * c * h * w];
-    if oh * ow > 0 {
+    if oh * ow > 0 && p.is_2x2(geom, h, w) {
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
+            let xs = &x[plane * h * w..(plane + 1) * h * w];
+            let ys = &y[plane * oh * ow..(plane + 1) * oh * ow];
+            let gs = &grad[plane * oh * ow..(plane + 1) * oh * ow];
+            for r in 0..oh {
+                let (top, bottom) = (2 * r * w, (2 * r + 1) * w);
+                for j in 0..ow {
+                    let (m, g) = (ys[r * ow + j], gs[r * ow + j]);
+                    let taps = [top + 2 * j, top + 2 * j + 1, bottom + 2 * j, bottom + 2 * j + 1];
+                    // The window's first maximum in row-major order (the one the forward kept).
+                    if let Some(&i) = taps.iter().find(|&&i| xs[i] == m || (m.is_nan() && xs[i].is_nan())) {
+                        d[i] = g;
+                    }
+                }
+            }
+        });
+    } else if oh * ow > 0 {
         dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
             let xs = &x[plane * h * w..(plane + 1) * h * w];
             let ys = &y[plane * oh * ow..(plane + 1) * oh * ow];

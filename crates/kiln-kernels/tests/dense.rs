@@ -20,10 +20,15 @@ const CASES: &[Case] = &[
     ([2, 3, 11, 9], [8, 3, 3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
     ([1, 4, 7, 10], [5, 4, 3, 2], [1, 2], [(2, 0), (1, 0)], [1, 1]),
     ([2, 3, 9, 9], [4, 3, 3, 3], [1, 1], [(2, 2), (2, 2)], [2, 2]),
+    // A patch matrix past `dense::KEEP_COLS_MAX` (4.7M elements): the weight gradient rebuilds
+    // it from the input instead of keeping the forward's.
+    ([4, 32, 64, 64], [4, 32, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
 ];
 
 #[test]
 fn forward_and_gradients_match_burn() {
+    let (x, w) = (CASES[5].0, CASES[5].1);
+    assert!(w[1] * w[2] * w[3] * x[0] * x[2] * x[3] > dense::KEEP_COLS_MAX, "case 5 must rebuild its patch matrix");
     for (name, base) in devices() {
         let ad = base.autodiff();
         for (i, &(xs, ws, stride, padding, dilation)) in CASES.iter().enumerate() {

@@ -26,6 +26,10 @@ fn cases() -> Vec<([usize; 4], MaxPool2d)> {
         // LeNet-5 after each convolution.
         ([32, 6, 28, 28], MaxPool2dConfig::new([2, 2]).init()),
         ([3, 16, 10, 10], MaxPool2dConfig::new([2, 2]).init()),
+        // 2x2 / 2 on odd sizes: the last row and column belong to no window (their gradient is 0);
+        // with ceil_mode they form partial windows (the general path).
+        ([2, 3, 7, 9], MaxPool2dConfig::new([2, 2]).init()),
+        ([2, 3, 7, 9], MaxPool2dConfig::new([2, 2]).with_ceil_mode(true).init()),
         // ResNet / ShuffleNet stems: 3x3, stride 2, padding 1, odd and even sizes.
         (
             [2, 4, 17, 16],
@@ -125,4 +129,23 @@ fn other_backends_fall_back_to_burn() {
     kiln_kernels::set_enabled(true);
     assert_eq!(after, before, "kernels off takes Burn's path");
     assert_eq!(vec(y), vec(pool.forward(x)));
+}
+
+#[test]
+fn nan_wins_its_window_and_takes_the_gradient() {
+    let _serial = serial();
+    // PyTorch propagates NaN through max pooling; the gradient goes to the first NaN.
+    for (name, base) in devices() {
+        let device = base.autodiff();
+        let pool = MaxPool2dConfig::new([2, 2]).init();
+        let nan = f32::NAN;
+        let values = vec![1.0, nan, 3.0, 4.0, nan, 2.0, 5.0, 6.0];
+        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(values, [1, 1, 2, 4]), &device).require_grad();
+        let y = kiln_kernels::max_pool2d(&pool, x.clone());
+        let out = vec(y.clone().inner());
+        assert!(out[0].is_nan() && out[1] == 6.0, "{name}: {out:?}");
+        let grads = y.sum().backward();
+        let dx = vec(x.grad(&grads).unwrap());
+        assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "{name}");
+    }
 }

@@ -1,0 +1,426 @@
+//! Matrix products for the shapes of small convolutions, where a general GEMM is slow.
+//!
+//! A dense convolution as im2col + GEMM multiplies matrices with a short inner dimension and a
+//! long outer one: LeNet-5's second convolution is `[16, 150] x [150, 3200]` forward and
+//! `[150, 16] x [16, 3200]` for the input gradient. The `gemm` crate behind burn-flex packs both
+//! operands and, with 16 or 6 rows, fills its tiles poorly: 1.2 ms and 2.3 ms on one core here,
+//! where PyTorch's BLAS takes 0.25 ms. The kernels below need no packing:
+//!
+//! - [`matmul`] `C = A x B` with `B` and `C` row-major: a `6 x 16` block of `C` stays in
+//!   registers while the inner dimension streams one 16-wide row slice of `B` at a time (a
+//!   `16 x K` slice of `B` stays in L1 and is reused by every block of rows); `A` is read one
+//!   element at a time, so any strides work (`W^T` for the input gradient is free).
+//! - [`matmul_bt`] `C = A x B^T` with `A` and `B` row-major and a long inner dimension (the
+//!   weight gradient `dy [Cout, N*P] x cols^T`): dot products of row pairs, `4 x 3` at a time,
+//!   the inner dimension split across threads and summed.
+//!
+//! With AVX2 and FMA (checked at run time) the blocks are explicit 8-lane FMAs; otherwise a plain
+//! loop computes the same sums.
+
+use rayon::prelude::*;
+
+/// A row-major view: element `(i, j)` at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// Columns of `C` per parallel task in [`matmul`] (a multiple of the 16-wide block).
+const COLS_PER_TASK: usize = 512;
+/// Inner-dimension elements per parallel task in [`matmul_bt`].
+const INNER_PER_TASK: usize = 4096;
+
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: users write disjoint parts of the output from each task (see `matmul`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    pub(crate) fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `C [m, n] = A [m, k] x B [k, n]`: `A` any strides, `B` row-major with row stride `ldb`; the
+/// result is row-major `[m, n]`. Parallel over blocks of columns.
+pub fn matmul(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    if m == 0 || n == 0 {
+        return c;
+    }
+    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "matmul: A is too short");
+    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "matmul: B is too short");
+    let tasks = n.div_ceil(COLS_PER_TASK);
+    let out = SendPtr(c.as_mut_ptr());
+    let run = |t: usize| {
+        let (j0, j1) = (t * COLS_PER_TASK, ((t + 1) * COLS_PER_TASK).min(n));
+        // SAFETY: task `t` writes only columns [j0, j1) of `c` (m x n, row-major), which no
+        // other task touches; `c` outlives the parallel loop.
+        let c = unsafe { std::slice::from_raw_parts_mut(out.get(), m * n) };
+        block_cols(m, n, k, a, b, ldb, c, j0, j1);
+    };
+    if tasks == 1 || m * n * k < 1 << 16 {
+        (0..tasks).for_each(run);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
+    c
+}
+
+/// Columns `[j0, j1)` of `C = A [m, k] x B [k, ..]`, written into `c` (row stride `ldc`), on
+/// the calling thread: `A` any strides, `B` row-major with row stride `ldb`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into(m: usize, k: usize, a: View, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, j0: usize, j1: usize) {
+    if m == 0 || j1 <= j0 {
+        return;
+    }
+    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "matmul: A is too short");
+    assert!(k == 0 || (k - 1) * ldb + j1 <= b.len(), "matmul: B is too short");
+    assert!(j1 <= ldc && (m - 1) * ldc + j1 <= c.len(), "matmul: C is too short");
+    for i in 0..m {
+        c[i * ldc + j0..i * ldc + j1].fill(0.0);
+    }
+    block_cols(m, ldc, k, a, b, ldb, c, j0, j1);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block_cols(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize, c: &mut [f32], j0: usize, j1: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA are present (checked above); indices are checked by `matmul`.
+        unsafe { x86::block_cols(m, n, k, a, b, ldb, c, j0, j1) };
+        return;
+    }
+    for i in 0..m {
+        let crow = &mut c[i * n + j0..i * n + j1];
+        for p in 0..k {
+            let av = a.data[i * a.rs + p * a.cs];
+            for (cv, &bv) in crow.iter_mut().zip(&b[p * ldb + j0..p * ldb + j1]) {
+                *cv += av * bv;
+            }
+        }
+    }
+}
+
+/// `C [m, n] = A [m, k] x B [n, k]^T` with `A` and `B` row-major (row strides `lda`, `ldb`); the
+/// result is row-major `[m, n]`. The inner dimension is split across threads.
+pub fn matmul_bt(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
+    assert!((m - 1) * lda + k <= a.len() && (n - 1) * ldb + k <= b.len(), "matmul_bt: operand too short");
+    let tasks = k.div_ceil(INNER_PER_TASK).min(rayon::current_num_threads().max(1) * 2);
+    let per = k.div_ceil(tasks);
+    let part = |t: usize| {
+        let (p0, p1) = (t * per, ((t + 1) * per).min(k));
+        let mut c = vec![0.0f32; m * n];
+        dots(m, n, a, lda, b, ldb, p0, p1, &mut c);
+        c
+    };
+    if tasks == 1 || m * n * k < 1 << 16 {
+        return (0..tasks).map(part).reduce(add).unwrap_or_else(|| vec![0.0; m * n]);
+    }
+    (0..tasks).into_par_iter().map(part).reduce(|| vec![0.0; m * n], add)
+}
+
+fn add(mut x: Vec<f32>, y: Vec<f32>) -> Vec<f32> {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+    x
+}
+
+/// `c[i, j] += sum_{p in [p0, p1)} a[i, p] * b[j, p]`.
+#[allow(clippy::too_many_arguments)]
+fn dots(m: usize, n: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, p0: usize, p1: usize, c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA are present (checked above); indices are checked by `matmul_bt`.
+        unsafe { x86::dots(m, n, a, lda, b, ldb, p0, p1, c) };
+        return;
+    }
+    for i in 0..m {
+        for j in 0..n {
+            let (ar, br) = (&a[i * lda + p0..i * lda + p1], &b[j * ldb + p0..j * ldb + p1]);
+            c[i * n + j] += ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::View;
+
+    const MR: usize = 6;
+    const NR: usize = 16;
+
+    /// Columns `[j0, j1)` of `C = A x B` (see `super::matmul`).
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block_cols(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: View,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        j0: usize,
+        j1: usize,
+    ) {
+        let mut j = j0;
+        while j + NR <= j1 {
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                // SAFETY: rows i..i+rows < m, columns j..j+NR <= n, p < k (bounds checked by
+                // the caller for A and B; C is m x n).
+                unsafe { micro(rows, k, a, i, b, ldb, j, c, n, None) };
+                i += MR;
+            }
+            j += NR;
+        }
+        // The last columns (fewer than 16): the same block with masked loads and stores.
+        if j < j1 {
+            let rem = (j1 - j) as i32;
+            let lanes = |base: i32| _mm256_setr_epi32(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7);
+            // Lane l of a block is on when l < rem.
+            let mask = |base: i32| _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lanes(base));
+            let masks = (mask(0), mask(8));
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                // SAFETY: as above; lanes at or past j1 are neither read nor written.
+                unsafe { micro(rows, k, a, i, b, ldb, j, c, n, Some(masks)) };
+                i += MR;
+            }
+        }
+    }
+
+    /// A `rows x 16` block of `C` (rows <= 6) at `(i, j)`, kept in 12 registers over `k`; with
+    /// `masks`, only the lanes they select are read from `B` and written to `C`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn micro(
+        rows: usize,
+        k: usize,
+        a: View,
+        i: usize,
+        b: &[f32],
+        ldb: usize,
+        j: usize,
+        c: &mut [f32],
+        n: usize,
+        masks: Option<(__m256i, __m256i)>,
+    ) {
+        unsafe {
+            let bp = b.as_ptr().add(j);
+            let ap = a.data.as_ptr().add(i * a.rs);
+            let cp = c.as_mut_ptr().add(i * n + j);
+            macro_rules! go {
+                ($masked:literal) => {
+                    match rows {
+                        6 => micro_rows::<6, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
+                        5 => micro_rows::<5, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
+                        4 => micro_rows::<4, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
+                        3 => micro_rows::<3, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
+                        2 => micro_rows::<2, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
+                        _ => micro_rows::<1, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
+                    }
+                };
+            }
+            if masks.is_some() { go!(true) } else { go!(false) }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn micro_rows<const R: usize, const MASKED: bool>(
+        k: usize,
+        ap: *const f32,
+        ars: usize,
+        acs: usize,
+        mut bp: *const f32,
+        ldb: usize,
+        cp: *mut f32,
+        n: usize,
+        masks: Option<(__m256i, __m256i)>,
+    ) {
+        unsafe {
+            let (m0, m1) = masks.unwrap_or((_mm256_set1_epi32(-1), _mm256_set1_epi32(-1)));
+            let mut acc0 = [_mm256_setzero_ps(); R];
+            let mut acc1 = [_mm256_setzero_ps(); R];
+            let arow: [*const f32; R] = std::array::from_fn(|r| ap.add(r * ars));
+            let mut off = 0;
+            for _ in 0..k {
+                let (b0, b1) = if MASKED {
+                    (_mm256_maskload_ps(bp, m0), _mm256_maskload_ps(bp.add(8), m1))
+                } else {
+                    (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)))
+                };
+                for r in 0..R {
+                    let av = _mm256_broadcast_ss(&*arow[r].add(off));
+                    acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+                    acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+                }
+                bp = bp.add(ldb);
+                off += acs;
+            }
+            for r in 0..R {
+                if MASKED {
+                    _mm256_maskstore_ps(cp.add(r * n), m0, acc0[r]);
+                    _mm256_maskstore_ps(cp.add(r * n + 8), m1, acc1[r]);
+                } else {
+                    _mm256_storeu_ps(cp.add(r * n), acc0[r]);
+                    _mm256_storeu_ps(cp.add(r * n + 8), acc1[r]);
+                }
+            }
+        }
+    }
+
+    /// `c[i, j] += sum_{p in [p0, p1)} a[i, p] * b[j, p]`, 4 rows of `A` x 3 rows of `B` at a
+    /// time, 8 lanes of `p` per step.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn dots(
+        m: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        p0: usize,
+        p1: usize,
+        c: &mut [f32],
+    ) {
+        const BM: usize = 4;
+        const BN: usize = 3;
+        let len = (p1 - p0) / 8 * 8;
+        let mut i = 0;
+        while i < m {
+            let ri = (m - i).min(BM);
+            let mut j = 0;
+            while j < n {
+                let rj = (n - j).min(BN);
+                // SAFETY: rows i..i+ri < m of A and j..j+rj < n of B, columns p0..p1 <= k.
+                let sums = unsafe { block_dots(a, lda, b, ldb, i, ri, j, rj, p0, len) };
+                for (r, row) in sums.iter().enumerate().take(ri) {
+                    for (s, &v) in row.iter().enumerate().take(rj) {
+                        let (ar, br) = (&a[(i + r) * lda..], &b[(j + s) * ldb..]);
+                        let tail: f32 = (p0 + len..p1).map(|p| ar[p] * br[p]).sum();
+                        c[(i + r) * n + j + s] += v + tail;
+                    }
+                }
+                j += BN;
+            }
+            i += BM;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn block_dots(
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        i: usize,
+        ri: usize,
+        j: usize,
+        rj: usize,
+        p0: usize,
+        len: usize,
+    ) -> [[f32; 3]; 4] {
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+            // Rows past the edge read row 0 again (their sums are dropped).
+            let arow: [*const f32; 4] =
+                std::array::from_fn(|r| a.as_ptr().add((i + if r < ri { r } else { 0 }) * lda + p0));
+            let brow: [*const f32; 3] =
+                std::array::from_fn(|s| b.as_ptr().add((j + if s < rj { s } else { 0 }) * ldb + p0));
+            let mut p = 0;
+            while p < len {
+                let bv = [_mm256_loadu_ps(brow[0].add(p)), _mm256_loadu_ps(brow[1].add(p)), _mm256_loadu_ps(brow[2].add(p))];
+                for r in 0..4 {
+                    let av = _mm256_loadu_ps(arow[r].add(p));
+                    for s in 0..3 {
+                        acc[r][s] = _mm256_fmadd_ps(av, bv[s], acc[r][s]);
+                    }
+                }
+                p += 8;
+            }
+            let mut out = [[0.0f32; 3]; 4];
+            for r in 0..4 {
+                for s in 0..3 {
+                    let mut lanes = [0.0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][s]);
+                    out[r][s] = lanes.iter().sum();
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}: element {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn matmul_matches_the_definition_for_edge_shapes() {
+        // Rows not a multiple of 6, columns not a multiple of 16 or of the task width, k = 1.
+        for &(m, n, k) in &[(6, 25088 / 16, 25), (16, 3200, 150), (150, 200, 16), (7, 37, 5), (1, 1, 1), (13, 530, 1), (5, 1040, 9)] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let want: Vec<f32> =
+                (0..m * n).map(|e| (0..k).map(|p| a[(e / n) * k + p] * b[p * n + e % n]).sum()).collect();
+            let got = matmul(m, n, k, View { data: &a, rs: k, cs: 1 }, &b, n);
+            close(&got, &want, &format!("A x B {m}x{n}x{k}"));
+            // A given transposed: at = A^T stored [k, m]; A(i, p) = at[p * m + i].
+            let at: Vec<f32> = (0..k * m).map(|e| a[(e % m) * k + e / m]).collect();
+            let got = matmul(m, n, k, View { data: &at, rs: 1, cs: m }, &b, n);
+            close(&got, &want, &format!("A^T view {m}x{n}x{k}"));
+        }
+    }
+
+    #[test]
+    fn matmul_bt_matches_the_definition_for_edge_shapes() {
+        for &(m, n, k) in &[(6, 25, 25088), (16, 150, 3200), (5, 7, 13), (1, 1, 1), (4, 3, 8), (9, 4, 9001)] {
+            let a = values(m * k, 3);
+            let b = values(n * k, 4);
+            let want: Vec<f32> =
+                (0..m * n).map(|e| (0..k).map(|p| a[(e / n) * k + p] * b[(e % n) * k + p]).sum()).collect();
+            let got = matmul_bt(m, n, k, &a, k, &b, k);
+            let tol: Vec<f32> = want.clone();
+            for (i, (g, w)) in got.iter().zip(&tol).enumerate() {
+                // Long sums in a different order: relative to the sum of magnitudes.
+                let scale: f32 = (0..k).map(|p| (a[(i / n) * k + p] * b[(i % n) * k + p]).abs()).sum();
+                assert!((g - w).abs() <= 1e-5 * (1.0 + scale), "{m}x{n}x{k} element {i}: {g} vs {w}");
+            }
+        }
+    }
+}
