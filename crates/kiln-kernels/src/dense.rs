@@ -23,12 +23,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::TensorMetadata;
 use burn::backend::ops::ModuleOps;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, backend_extension, tensor::FloatTensor};
 use burn::tensor::ops::ConvOptions;
@@ -301,9 +301,7 @@ macro_rules! cpu_impl {
             ) -> FloatTensor<Self> {
                 let w_shape = Self::dims4(&weight);
                 let g = Geom::new(x_dims, w_shape, &options);
-                let y = Self::with_f32(&cols, |c| {
-                    Self::with_f32(&weight, |w| forward_from_cols(&g, w_shape[0], w, c))
-                });
+                let y = Self::with_f32(&cols, |c| Self::with_f32(&weight, |w| forward_from_cols(&g, w_shape[0], w, c)));
                 Self::from_f32(y, &[g.n, w_shape[0], g.oh, g.ow])
             }
 
@@ -336,9 +334,8 @@ macro_rules! cpu_impl {
                 let (cout, k) = (w_shape[0], w_shape[1] * w_shape[2] * w_shape[3]);
                 let np = Self::dims(&dy_rows)[1];
                 // dW [Cout, K] = dy [Cout, N*P] x cols^T: dot products over N*P.
-                let dw = Self::with_f32(&dy_rows, |d| {
-                    Self::with_f32(&cols, |c| gemm::matmul_bt(cout, k, np, d, np, c, np))
-                });
+                let dw =
+                    Self::with_f32(&dy_rows, |d| Self::with_f32(&cols, |c| gemm::matmul_bt(cout, k, np, d, np, c, np)));
                 Self::from_f32(dw, &w_shape)
             }
         }

@@ -72,7 +72,17 @@ pub fn matmul(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize) -> V
 /// Columns `[j0, j1)` of `C = A [m, k] x B [k, ..]`, written into `c` (row stride `ldc`), on
 /// the calling thread: `A` any strides, `B` row-major with row stride `ldb`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_into(m: usize, k: usize, a: View, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, j0: usize, j1: usize) {
+pub fn matmul_into(
+    m: usize,
+    k: usize,
+    a: View,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    j0: usize,
+    j1: usize,
+) {
     if m == 0 || j1 <= j0 {
         return;
     }
@@ -187,7 +197,9 @@ mod x86 {
         // The last columns (fewer than 16): the same block with masked loads and stores.
         if j < j1 {
             let rem = (j1 - j) as i32;
-            let lanes = |base: i32| _mm256_setr_epi32(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7);
+            let lanes = |base: i32| {
+                _mm256_setr_epi32(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7)
+            };
             // Lane l of a block is on when l < rem.
             let mask = |base: i32| _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lanes(base));
             let masks = (mask(0), mask(8));
@@ -347,7 +359,8 @@ mod x86 {
                 std::array::from_fn(|s| b.as_ptr().add((j + if s < rj { s } else { 0 }) * ldb + p0));
             let mut p = 0;
             while p < len {
-                let bv = [_mm256_loadu_ps(brow[0].add(p)), _mm256_loadu_ps(brow[1].add(p)), _mm256_loadu_ps(brow[2].add(p))];
+                let bv =
+                    [_mm256_loadu_ps(brow[0].add(p)), _mm256_loadu_ps(brow[1].add(p)), _mm256_loadu_ps(brow[2].add(p))];
                 for r in 0..4 {
                     let av = _mm256_loadu_ps(arow[r].add(p));
                     for s in 0..3 {
@@ -393,7 +406,9 @@ mod tests {
     #[test]
     fn matmul_matches_the_definition_for_edge_shapes() {
         // Rows not a multiple of 6, columns not a multiple of 16 or of the task width, k = 1.
-        for &(m, n, k) in &[(6, 25088 / 16, 25), (16, 3200, 150), (150, 200, 16), (7, 37, 5), (1, 1, 1), (13, 530, 1), (5, 1040, 9)] {
+        for &(m, n, k) in
+            &[(6, 25088 / 16, 25), (16, 3200, 150), (150, 200, 16), (7, 37, 5), (1, 1, 1), (13, 530, 1), (5, 1040, 9)]
+        {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
             let want: Vec<f32> =

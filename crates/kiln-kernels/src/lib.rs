@@ -65,9 +65,9 @@ macro_rules! multiversion {
 }
 
 pub mod dense;
-pub mod gemm;
 pub mod depthwise_cpu;
 mod extension;
+pub mod gemm;
 mod norm_act;
 pub mod norm_act_cpu;
 pub mod pool;

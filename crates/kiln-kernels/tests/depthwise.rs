@@ -3,8 +3,8 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::Device;
+use burn::tensor::ops::ConvOptions;
 use kiln_kernels::{KernelError, depthwise_cpu};
 
 mod common;
