@@ -6,7 +6,7 @@
 //! operands and, with 16 or 6 rows, fills its tiles poorly: 1.2 ms and 2.3 ms on one core here,
 //! where PyTorch's BLAS takes 0.25 ms. The kernels below need no packing:
 //!
-//! - [`matmul`] `C = A x B` with `B` and `C` row-major: a `6 x 16` block of `C` stays in
+//! - [`matmul_into`] `C = A x B` with `B` and `C` row-major: a `6 x 16` block of `C` stays in
 //!   registers while the inner dimension streams one 16-wide row slice of `B` at a time (a
 //!   `16 x K` slice of `B` stays in L1 and is reused by every block of rows); `A` is read one
 //!   element at a time, so any strides work (`W^T` for the input gradient is free).
@@ -27,8 +27,6 @@ pub struct View<'a> {
     pub cs: usize,
 }
 
-/// Columns of `C` per parallel task in [`matmul`] (a multiple of the 16-wide block).
-const COLS_PER_TASK: usize = 512;
 /// Inner-dimension elements per parallel task in [`matmul_bt`].
 const INNER_PER_TASK: usize = 4096;
 
@@ -41,32 +39,6 @@ impl SendPtr {
     pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
-}
-
-/// `C [m, n] = A [m, k] x B [k, n]`: `A` any strides, `B` row-major with row stride `ldb`; the
-/// result is row-major `[m, n]`. Parallel over blocks of columns.
-pub fn matmul(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize) -> Vec<f32> {
-    let mut c = vec![0.0f32; m * n];
-    if m == 0 || n == 0 {
-        return c;
-    }
-    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "matmul: A is too short");
-    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "matmul: B is too short");
-    let tasks = n.div_ceil(COLS_PER_TASK);
-    let out = SendPtr(c.as_mut_ptr());
-    let run = |t: usize| {
-        let (j0, j1) = (t * COLS_PER_TASK, ((t + 1) * COLS_PER_TASK).min(n));
-        // SAFETY: task `t` writes only columns [j0, j1) of `c` (m x n, row-major), which no
-        // other task touches; `c` outlives the parallel loop.
-        let c = unsafe { std::slice::from_raw_parts_mut(out.get(), m * n) };
-        block_cols(m, n, k, a, b, ldb, c, j0, j1);
-    };
-    if tasks == 1 || m * n * k < 1 << 16 {
-        (0..tasks).for_each(run);
-    } else {
-        (0..tasks).into_par_iter().for_each(run);
-    }
-    c
 }
 
 /// Columns `[j0, j1)` of `C = A [m, k] x B [k, ..]`, written into `c` (row stride `ldc`), on
@@ -99,7 +71,7 @@ pub fn matmul_into(
 fn block_cols(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize, c: &mut [f32], j0: usize, j1: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA are present (checked above); indices are checked by `matmul`.
+        // SAFETY: AVX2 and FMA are present (checked above); indices are checked by `matmul_into`.
         unsafe { x86::block_cols(m, n, k, a, b, ldb, c, j0, j1) };
         return;
     }
@@ -168,7 +140,7 @@ mod x86 {
     const MR: usize = 6;
     const NR: usize = 16;
 
-    /// Columns `[j0, j1)` of `C = A x B` (see `super::matmul`).
+    /// Columns `[j0, j1)` of `C = A x B` (see `super::matmul_into`).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn block_cols(
@@ -413,11 +385,19 @@ mod tests {
             let b = values(k * n, 2);
             let want: Vec<f32> =
                 (0..m * n).map(|e| (0..k).map(|p| a[(e / n) * k + p] * b[p * n + e % n]).sum()).collect();
-            let got = matmul(m, n, k, View { data: &a, rs: k, cs: 1 }, &b, n);
+            let product = |a: View| {
+                // Two column ranges, so that a block boundary falls inside the row.
+                let mut c = vec![f32::NAN; m * n];
+                let half = n / 2;
+                matmul_into(m, k, a, &b, n, &mut c, n, 0, half);
+                matmul_into(m, k, a, &b, n, &mut c, n, half, n);
+                c
+            };
+            let got = product(View { data: &a, rs: k, cs: 1 });
             close(&got, &want, &format!("A x B {m}x{n}x{k}"));
             // A given transposed: at = A^T stored [k, m]; A(i, p) = at[p * m + i].
             let at: Vec<f32> = (0..k * m).map(|e| a[(e % m) * k + e / m]).collect();
-            let got = matmul(m, n, k, View { data: &at, rs: 1, cs: m }, &b, n);
+            let got = product(View { data: &at, rs: 1, cs: m });
             close(&got, &want, &format!("A^T view {m}x{n}x{k}"));
         }
     }
