@@ -101,10 +101,14 @@ pub fn matmul_bt(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32],
         dots(m, n, a, lda, b, ldb, p0, p1, &mut c);
         c
     };
-    if tasks == 1 || m * n * k < 1 << 16 {
-        return (0..tasks).map(part).reduce(add).unwrap_or_else(|| vec![0.0; m * n]);
-    }
-    (0..tasks).into_par_iter().map(part).reduce(|| vec![0.0; m * n], add)
+    // The partial sums are added in task order, so the result does not depend on how rayon
+    // scheduled the tasks (its `reduce` tree does: training runs were not reproducible).
+    let parts: Vec<Vec<f32>> = if tasks == 1 || m * n * k < 1 << 16 {
+        (0..tasks).map(part).collect()
+    } else {
+        (0..tasks).into_par_iter().map(part).collect()
+    };
+    parts.into_iter().reduce(add).unwrap_or_else(|| vec![0.0; m * n])
 }
 
 fn add(mut x: Vec<f32>, y: Vec<f32>) -> Vec<f32> {
