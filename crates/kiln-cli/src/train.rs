@@ -30,7 +30,8 @@ pub(crate) struct TrainArgs {
     /// gd | sgd | momentum | nesterov | adam | adagrad | rmsprop.
     #[arg(long, default_value = "momentum")]
     optimizer: String,
-    /// Learning rate (default per optimizer: 0.05 for SGD / momentum, 1e-3 for Adam / RMSProp).
+    /// Learning rate (default per optimizer: 0.1 for GD and SGD, 0.05 for momentum / Nesterov,
+    /// 1e-3 for Adam / RMSProp, 1e-2 for AdaGrad).
     #[arg(long)]
     lr: Option<f64>,
     /// L2 weight decay (in the optimizer).

@@ -58,17 +58,24 @@ impl std::str::FromStr for Format {
 /// Names [`Dataset::load`] resolves without a path, each a folder under [`data_dir`].
 pub const BUILTIN_DATASETS: &[&str] = &["mnist-5k"];
 
-/// The folder holding the built-in datasets: `$KILN_DATA_DIR` when set, else the repository's
-/// `data/` folder (found from this crate's manifest directory at build time).
+/// The folder holding the built-in datasets: `$KILN_DATA_DIR` when set; else the nearest `data/`
+/// folder holding `mnist-5k` in the current directory or one above it (a kiln checkout you are
+/// working in); else the repository's `data/` folder as found from this crate's manifest directory
+/// at build time (which may name another checkout when build outputs are shared between clones).
 pub fn data_dir() -> PathBuf {
-    data_dir_from(std::env::var_os("KILN_DATA_DIR"))
+    data_dir_from(std::env::var_os("KILN_DATA_DIR"), std::env::current_dir().ok().as_deref())
 }
 
-fn data_dir_from(env: Option<std::ffi::OsString>) -> PathBuf {
-    match env {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("data"),
+fn data_dir_from(env: Option<std::ffi::OsString>, cwd: Option<&Path>) -> PathBuf {
+    if let Some(d) = env.filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
     }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("data");
+    cwd.into_iter()
+        .flat_map(Path::ancestors)
+        .map(|dir| dir.join("data"))
+        .find(|data| data.join(BUILTIN_DATASETS[0]).is_dir())
+        .unwrap_or(built)
 }
 
 /// A dataset: its training split and, when the files provide one, its test split.
@@ -245,10 +252,16 @@ mod tests {
 
     #[test]
     fn data_dir_default_and_override() {
-        let default = data_dir_from(None);
+        let default = data_dir_from(None, None);
         assert!(default.join("mnist-5k").join("train-images-idx3-ubyte.gz").is_file(), "{}", default.display());
-        assert_eq!(data_dir_from(Some("".into())), default);
-        assert_eq!(data_dir_from(Some("/srv/kiln".into())), PathBuf::from("/srv/kiln"));
+        assert_eq!(data_dir_from(Some("".into()), None), default);
+        assert_eq!(data_dir_from(Some("/srv/kiln".into()), None), PathBuf::from("/srv/kiln"));
+        // From inside a checkout (tests run in their crate's folder) the checkout's own data/ wins.
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..");
+        let nested = repo.join("crates").join("kiln-data").join("src");
+        assert_eq!(data_dir_from(None, Some(&nested)), repo.join("data"));
+        // Outside any checkout it falls back to the build-time path.
+        assert_eq!(data_dir_from(None, Some(Path::new("/"))), default);
     }
 
     #[test]
