@@ -260,8 +260,7 @@ fn autoencoder_encodes_and_decodes() {
 #[test]
 fn train_segnet() {
     let device = Device::flex().autodiff();
-    device.seed(11);
-    let model = SegNetConfig::new().with_num_classes(4).init(&device);
+    let model = kiln_layers::seeded(&device, 11, || SegNetConfig::new().with_num_classes(4).init(&device));
     let x = image(21, [2, 3, 32, 32], &device);
     let labels = block_labels(22, [2, 32, 32], 4, 8, &device);
     let (before, after) = train(model, 8, 1e-2, |m| pixel_cross_entropy(m.forward(x.clone()), labels.clone()));
@@ -271,8 +270,9 @@ fn train_segnet() {
 #[test]
 fn train_deeplab() {
     let device = Device::flex().autodiff();
-    device.seed(12);
-    let model = DeepLabMobileNetV2Config::new().with_num_classes(4).with_width_mult(0.5).init(&device);
+    let model = kiln_layers::seeded(&device, 12, || {
+        DeepLabMobileNetV2Config::new().with_num_classes(4).with_width_mult(0.5).init(&device)
+    });
     let x = image(31, [2, 3, 64, 64], &device);
     let labels = block_labels(32, [2, 64, 64], 4, 16, &device);
     let (before, after) = train(model, 8, 1e-2, |m| pixel_cross_entropy(m.forward(x.clone()), labels.clone()));
@@ -282,8 +282,7 @@ fn train_deeplab() {
 #[test]
 fn train_unet() {
     let device = Device::flex().autodiff();
-    device.seed(13);
-    let model = UNetConfig::new().with_num_classes(4).with_depth(3).init(&device);
+    let model = kiln_layers::seeded(&device, 13, || UNetConfig::new().with_num_classes(4).with_depth(3).init(&device));
     let x = image(41, [2, 3, 32, 32], &device);
     let labels = block_labels(42, [2, 32, 32], 4, 8, &device);
     let (before, after) = train(model, 8, 1e-2, |m| pixel_cross_entropy(m.forward(x.clone()), labels.clone()));
@@ -293,8 +292,7 @@ fn train_unet() {
 #[test]
 fn train_yolov5_backbone() {
     let device = Device::flex().autodiff();
-    device.seed(14);
-    let model = YoloV5FocusBackboneConfig::new().init(&device);
+    let model = kiln_layers::seeded(&device, 14, || YoloV5FocusBackboneConfig::new().init(&device));
     let x = image(51, [2, 3, 64, 64], &device);
     let target = image(52, [2, 256, 2, 2], &device);
     let (before, after) =
@@ -305,8 +303,7 @@ fn train_yolov5_backbone() {
 #[test]
 fn train_autoencoder() {
     let device = Device::flex().autodiff();
-    device.seed(15);
-    let model = ConvAutoencoderConfig::new().init(&device);
+    let model = kiln_layers::seeded(&device, 15, || ConvAutoencoderConfig::new().init(&device));
     let x = image(61, [2, 1, 28, 28], &device);
     let (before, after) =
         train(model, 8, 1e-2, |m| MseLoss::new().forward(m.forward(x.clone()), x.clone(), Reduction::Mean));

@@ -21,15 +21,16 @@ use kiln_models::lenet::{LeNet5, LeNet5Config};
 /// layers, whose init is scaled for twice the fan-in. Distillation lost to training alone from
 /// that start, in kiln and in PyTorch alike (see the README).
 fn student(seed: u64, device: &Device) -> LeNet5 {
-    device.seed(seed);
-    let mut m = LeNet5Config::new().init(device);
-    let (c1, c2, f1, f2) = (3, 8, 60, 42);
-    m.conv1 = Conv2dConfig::new([1, c1], [5, 5]).with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2)).init(device);
-    m.conv2 = Conv2dConfig::new([c1, c2], [5, 5]).init(device);
-    m.fc1 = LinearConfig::new(c2 * 5 * 5, f1).init(device);
-    m.fc2 = LinearConfig::new(f1, f2).init(device);
-    m.fc3 = LinearConfig::new(f2, 10).init(device);
-    m
+    kiln_layers::seeded(device, seed, || {
+        let mut m = LeNet5Config::new().init(device);
+        let (c1, c2, f1, f2) = (3, 8, 60, 42);
+        m.conv1 = Conv2dConfig::new([1, c1], [5, 5]).with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2)).init(device);
+        m.conv2 = Conv2dConfig::new([c1, c2], [5, 5]).init(device);
+        m.fc1 = LinearConfig::new(c2 * 5 * 5, f1).init(device);
+        m.fc2 = LinearConfig::new(f1, f2).init(device);
+        m.fc3 = LinearConfig::new(f2, 10).init(device);
+        m
+    })
 }
 
 const TRAIN_IMAGES: usize = 300;

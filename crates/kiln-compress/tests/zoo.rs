@@ -143,9 +143,8 @@ fn structured_pruning_mobilenet_v2_at_224_prunes_through_depthwise_convs() {
 fn channel_pruning_small_mobilenet_v2_on_mnist_with_finetune() {
     let (train, test) = data();
     let device = train_device();
-    device.seed(3);
     let cfg = MobileNetV2Config::new().with_num_classes(10).with_in_channels(1).with_width_mult(0.5);
-    let m = cfg.init(&device);
+    let m = kiln_layers::seeded(&device, 3, || cfg.init(&device));
     let ft = FinetuneConfig { epochs: 3, batch: 64, lr: 2e-3, seed: 3 };
     let (m, _) = finetune::<_, MobileNetV2>(m, train, &ft, None, &device);
     let plan = SavedPlan {

@@ -28,9 +28,6 @@ use crate::renderer::SilentRenderer;
 use crate::report::TrainReport;
 use crate::saved::{self, ModelSpec};
 
-/// Serializes seeding and weight initialization across runs in one process (see [`prepare`]).
-static INIT_RNG: Mutex<()> = Mutex::new(());
-
 /// The three splits a run uses, unscaled (pixels as the dataset gives them).
 #[derive(Clone, Debug)]
 pub struct Splits {
@@ -119,19 +116,21 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
     let num_classes = if cfg.num_classes > 0 { cfg.num_classes } else { splits.train.num_classes() };
     let options =
         kiln_models::ModelOptions { num_classes, width_mult: cfg.width_mult, in_channels, dropout: cfg.dropout };
-    // The backends keep one random generator per process: hold it from seeding until the weights
-    // are initialized, so a run's initial weights depend on its seed alone, not on other runs
-    // building models in other threads of the same process.
-    let rng_guard = INIT_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    device.seed(cfg.seed);
-    // Built on the autodiff device so that its parameters are tracked when the Learner trains it.
-    let zoo = registry.build(&entry.name, &options, &device.clone().autodiff())?;
     let input = [1, in_channels, mh, mw];
-    let report = kiln_analyze::analyze(&*zoo, &entry.name, &input).map_err(|e| {
-        TrainError::Mismatch(format!(
-            "{} cannot take {}x{}x{} inputs ({e}); try --resize {nh}",
-            entry.name, in_channels, mh, mw
-        ))
+    // Seeded under kiln's process-wide lock: the backends keep one random generator per process, so
+    // a run's initial weights depend on its seed alone, not on runs in other threads.
+    let (report, model) = kiln_layers::seeded_with(device, cfg.seed, || -> Result<_, TrainError> {
+        // Built on the autodiff device so that its parameters are tracked when the Learner trains it.
+        let zoo = registry.build(&entry.name, &options, &device.clone().autodiff())?;
+        let report = kiln_analyze::analyze(&*zoo, &entry.name, &input).map_err(|e| {
+            TrainError::Mismatch(format!(
+                "{} cannot take {}x{}x{} inputs ({e}); try --resize {nh}",
+                entry.name, in_channels, mh, mw
+            ))
+        })?;
+        let model = initialize(AnyModel::from_zoo(zoo, &entry.name)?, cfg.init);
+        kiln_layers::materialize(&model);
+        Ok((report, model))
     })?;
     let out_shape = report.layers.last().map(|l| l.output_shape.clone()).unwrap_or_default();
     let task = if out_shape.len() == 2 {
@@ -162,9 +161,6 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
         resize: (mh, mw) != (dh, dw),
         description: notes.join("; "),
     };
-    let model = AnyModel::from_zoo(zoo, &entry.name)?;
-    let model = initialize(model, cfg.init);
-    drop(rng_guard);
     let spec = ModelSpec {
         format: 1,
         model: entry.name.clone(),

@@ -24,9 +24,11 @@ impl Mlp {
 /// weights and unit 0's, and the final training loss.
 fn train(init: InitKind) -> (f32, f32) {
     let device = Device::flex().autodiff();
-    device.seed(7);
-    let mlp = Mlp { hidden: LinearConfig::new(784, 16).init(&device), out: LinearConfig::new(16, 10).init(&device) };
-    let mut mlp = initialize(mlp, init);
+    let mut mlp = kiln_layers::seeded(&device, 7, || {
+        let mlp =
+            Mlp { hidden: LinearConfig::new(784, 16).init(&device), out: LinearConfig::new(16, 10).init(&device) };
+        initialize(mlp, init)
+    });
     let data = Dataset::mnist_5k().unwrap().train;
     let mut optim = SgdConfig::new().init();
     let mut loss_value = 0.0;

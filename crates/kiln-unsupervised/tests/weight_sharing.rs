@@ -24,10 +24,9 @@ fn accuracy(model: &LeNet5, data: &ImageDataset, device: &Device) -> f64 {
 #[test]
 fn k16_sharing_keeps_lenet5_accuracy_within_one_point() {
     let device = Device::flex().autodiff();
-    device.seed(5);
     let data = kiln_data::Dataset::mnist_5k().unwrap();
     let test = data.test().unwrap();
-    let mut model = LeNet5Config::new().init(&device);
+    let mut model = kiln_layers::seeded(&device, 5, || LeNet5Config::new().init(&device));
     let mut optim = AdamConfig::new().init();
     let ce = CrossEntropyLossConfig::new().init(&device);
     let mut rng = Rng::new(1);
