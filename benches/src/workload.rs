@@ -2,8 +2,7 @@
 //! receives) and its kiln implementation ([`Workload::prepare`]).
 
 use burn::module::Module;
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+use burn::nn::conv::ConvTranspose2dConfig;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -348,11 +347,14 @@ fn prepare_op(spec: &Spec, device: &Device) -> Runner {
             Box::new(move |x| pw.forward(dw.forward(x)))
         }
         OpKind::Dilated => {
-            let p = dilation * (kernel / 2);
-            let m = Conv2dConfig::new([c, out_channels], [kernel, kernel])
-                .with_dilation([dilation, dilation])
-                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-                .with_bias(false)
+            // kiln's layer (padding `dilation * (kernel / 2)`, torchvision's default), so the
+            // convolution takes kiln's dense kernel like the zoo's convolutions do.
+            let m = ConvBnActConfig::new(c, out_channels)
+                .with_kernel_size(kernel)
+                .with_dilation(dilation)
+                .with_norm(false)
+                .with_bias(Some(false))
+                .with_act(ActKind::Identity)
                 .init(&dev);
             Box::new(move |x| m.forward(x))
         }

@@ -18,6 +18,8 @@
 //!   im2col / col2im and the backend's matmul.
 //! - **Max pooling** ([`max_pool2d`]): forward and backward as one pass per `(n, c)` plane
 //!   (flex's pooling recomputes the valid kernel range of every output element).
+//! - **Bilinear resizing** ([`interpolate_bilinear`]): separable, per `(n, c)` plane, forward and
+//!   backward (flex computes `f64` coordinates and four products per output element).
 //!
 //! The kernels run on the `flex` and `ndarray` backends (with or without autodiff) for `f32`
 //! tensors; on any other backend or dtype the functions call Burn's own `conv2d`, so callers never
@@ -64,6 +66,7 @@ macro_rules! multiversion {
     };
 }
 
+pub mod bilinear;
 pub mod dense;
 pub mod depthwise_cpu;
 mod extension;
@@ -72,6 +75,7 @@ mod norm_act;
 pub mod norm_act_cpu;
 pub mod pool;
 
+pub use bilinear::{BilinearBackend, BilinearGeom};
 pub use dense::DenseConvBackend;
 pub use depthwise_cpu::DwGeom;
 pub use extension::DepthwiseConvBackend;
@@ -333,6 +337,24 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         return pool.forward(x);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as MaxPoolBackend>::kiln_max_pool2d(x.into_dispatch(), geom))
+}
+
+/// Bilinear resizing of `x` `[N, C, H, W]` to `[N, C, OH, OW]` with PyTorch's `align_corners`:
+/// the same values and gradients as `burn::tensor::module::interpolate` with
+/// `InterpolateMode::Bilinear` (and PyTorch's `F.interpolate(size=..., mode="bilinear")`), through
+/// kiln's kernel ([`bilinear`]) on flex / ndarray with `f32` tensors (with or without autodiff),
+/// through Burn elsewhere (and for empty sizes, whose message stays Burn's).
+pub fn interpolate_bilinear(x: Tensor<4>, size: [usize; 2], align_corners: bool) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    if !(enabled() && x.dtype() == DType::F32 && has_kernels(&x.device())) || h == 0 || w == 0 || size.contains(&0) {
+        use burn::tensor::module::interpolate;
+        use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+        let mut opts = InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size(size);
+        opts.align_corners = align_corners;
+        return interpolate(x, opts);
+    }
+    let geom = BilinearGeom { out: size, align_corners };
+    Tensor::from_dispatch(<burn::backend::Dispatch as BilinearBackend>::kiln_bilinear(x.into_dispatch(), geom))
 }
 
 /// Whether a depthwise convolution without autodiff is better left to Burn: flex's own depthwise

@@ -88,6 +88,11 @@ impl Upsample {
     }
 
     fn interp(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        if matches!(self.mode2d(), InterpolateMode::Bilinear) {
+            // kiln's separable kernel on flex / ndarray (also gives ndarray a backward), Burn's
+            // interpolate elsewhere; the same values either way.
+            return kiln_kernels::interpolate_bilinear(x, size, self.align_corners);
+        }
         let mut opts = InterpolateOptions::new(self.mode2d()).with_output_size(size);
         opts.align_corners = self.align_corners;
         interpolate(x, opts)
