@@ -144,6 +144,18 @@ mod x86 {
     const MR: usize = 6;
     const NR: usize = 16;
 
+    /// Inner-dimension block of the packed path: a packed `KC x 16` slice of `B` (16 KiB) stays
+    /// in L1 while every block of rows of `A` streams past it.
+    const KC: usize = 256;
+
+    /// Below this many rows, `B` is read in place: packing a slice costs about as much as one
+    /// pass over it, and only pays when several row blocks reuse it.
+    const PACK_MIN_ROWS: usize = 24;
+
+    /// Below this inner dimension, `B`'s `k x 16` slice is a few cache lines that stay in L1 even
+    /// when read in place (LeNet-5's input gradient, `k` = 16, was slower packed).
+    const PACK_MIN_INNER: usize = 128;
+
     /// Columns `[j0, j1)` of `C = A x B` (see `super::matmul_into`).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
@@ -158,6 +170,11 @@ mod x86 {
         j0: usize,
         j1: usize,
     ) {
+        if m >= PACK_MIN_ROWS && k >= PACK_MIN_INNER {
+            // SAFETY: as for the in-place path (same bounds).
+            unsafe { packed_cols(m, n, k, a, b, ldb, c, j0, j1) };
+            return;
+        }
         let mut j = j0;
         while j + NR <= j1 {
             let mut i = 0;
@@ -172,19 +189,164 @@ mod x86 {
         }
         // The last columns (fewer than 16): the same block with masked loads and stores.
         if j < j1 {
-            let rem = (j1 - j) as i32;
-            let lanes = |base: i32| {
-                _mm256_setr_epi32(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7)
-            };
-            // Lane l of a block is on when l < rem.
-            let mask = |base: i32| _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lanes(base));
-            let masks = (mask(0), mask(8));
+            let masks = tail_masks(j1 - j);
             let mut i = 0;
             while i < m {
                 let rows = (m - i).min(MR);
                 // SAFETY: as above; lanes at or past j1 are neither read nor written.
                 unsafe { micro(rows, k, a, i, b, ldb, j, c, n, Some(masks)) };
                 i += MR;
+            }
+        }
+    }
+
+    /// Lane masks selecting the first `rem` (< 16) lanes of a 16-wide block.
+    #[target_feature(enable = "avx2,fma")]
+    fn tail_masks(rem: usize) -> (__m256i, __m256i) {
+        let rem = rem as i32;
+        let lanes =
+            |base: i32| _mm256_setr_epi32(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7);
+        let mask = |base: i32| _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lanes(base));
+        (mask(0), mask(8))
+    }
+
+    thread_local! {
+        static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// The packed path of [`block_cols`] for tall `A` (ResNet's and VGG's convolutions: up to 512
+    /// rows and `K` = 4,608): for each 16-column slice of `B` and each `KC` block of the inner
+    /// dimension, the `KC x 16` slice is copied into a contiguous buffer (zero-padded past `j1`),
+    /// then every 6-row block of `A` accumulates its product with it into `C`. Read in place,
+    /// `B`'s rows are `ldb` floats apart, which for batch-wide patch matrices maps a slice's rows
+    /// onto a few L1 sets, so each row block reloaded the slice from L2.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn packed_cols(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: View,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        j0: usize,
+        j1: usize,
+    ) {
+        PACK.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.resize(KC * NR, 0.0);
+            let mut j = j0;
+            while j < j1 {
+                let width = (j1 - j).min(NR);
+                let masks = (width < NR).then(|| tail_masks(width));
+                let mut p0 = 0;
+                while p0 < k {
+                    let kc = (k - p0).min(KC);
+                    for (p, dst) in buf.chunks_exact_mut(NR).take(kc).enumerate() {
+                        let src = &b[(p0 + p) * ldb + j..(p0 + p) * ldb + j + width];
+                        dst[..width].copy_from_slice(src);
+                        dst[width..].fill(0.0);
+                    }
+                    let ap = View { data: &a.data[p0 * a.cs..], rs: a.rs, cs: a.cs };
+                    let mut i = 0;
+                    while i < m {
+                        let rows = (m - i).min(MR);
+                        // SAFETY: rows i..i+rows < m and inner indices p0..p0+kc < k of A (checked
+                        // by the caller, offset by p0 above); the packed slice holds kc x 16;
+                        // C's block at (i, j) is in bounds, masked past j1.
+                        unsafe { micro_acc(rows, kc, ap, i, &buf, j, c, n, masks, p0 > 0) };
+                        i += MR;
+                    }
+                    p0 += kc;
+                }
+                j += NR;
+            }
+        });
+    }
+
+    /// A `rows x 16` block of `C` at `(i, j)` from a packed `kc x 16` slice of `B`: added to `C`
+    /// when `accumulate`, stored otherwise; `masks` limit the lanes of `C` read and written.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn micro_acc(
+        rows: usize,
+        kc: usize,
+        a: View,
+        i: usize,
+        packed: &[f32],
+        j: usize,
+        c: &mut [f32],
+        n: usize,
+        masks: Option<(__m256i, __m256i)>,
+        accumulate: bool,
+    ) {
+        unsafe {
+            let ap = a.data.as_ptr().add(i * a.rs);
+            let cp = c.as_mut_ptr().add(i * n + j);
+            let bp = packed.as_ptr();
+            match rows {
+                6 => packed_rows::<6>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
+                5 => packed_rows::<5>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
+                4 => packed_rows::<4>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
+                3 => packed_rows::<3>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
+                2 => packed_rows::<2>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
+                _ => packed_rows::<1>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn packed_rows<const R: usize>(
+        kc: usize,
+        ap: *const f32,
+        ars: usize,
+        acs: usize,
+        mut bp: *const f32,
+        cp: *mut f32,
+        n: usize,
+        masks: Option<(__m256i, __m256i)>,
+        accumulate: bool,
+    ) {
+        unsafe {
+            let mut acc0 = [_mm256_setzero_ps(); R];
+            let mut acc1 = [_mm256_setzero_ps(); R];
+            if accumulate {
+                for r in 0..R {
+                    (acc0[r], acc1[r]) = match masks {
+                        Some((m0, m1)) => {
+                            (_mm256_maskload_ps(cp.add(r * n), m0), _mm256_maskload_ps(cp.add(r * n + 8), m1))
+                        }
+                        None => (_mm256_loadu_ps(cp.add(r * n)), _mm256_loadu_ps(cp.add(r * n + 8))),
+                    };
+                }
+            }
+            let arow: [*const f32; R] = std::array::from_fn(|r| ap.add(r * ars));
+            let mut off = 0;
+            for _ in 0..kc {
+                let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+                for r in 0..R {
+                    let av = _mm256_broadcast_ss(&*arow[r].add(off));
+                    acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+                    acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+                }
+                bp = bp.add(NR);
+                off += acs;
+            }
+            for r in 0..R {
+                match masks {
+                    Some((m0, m1)) => {
+                        _mm256_maskstore_ps(cp.add(r * n), m0, acc0[r]);
+                        _mm256_maskstore_ps(cp.add(r * n + 8), m1, acc1[r]);
+                    }
+                    None => {
+                        _mm256_storeu_ps(cp.add(r * n), acc0[r]);
+                        _mm256_storeu_ps(cp.add(r * n + 8), acc1[r]);
+                    }
+                }
             }
         }
     }
@@ -382,9 +544,19 @@ mod tests {
     #[test]
     fn matmul_matches_the_definition_for_edge_shapes() {
         // Rows not a multiple of 6, columns not a multiple of 16 or of the task width, k = 1.
-        for &(m, n, k) in
-            &[(6, 25088 / 16, 25), (16, 3200, 150), (150, 200, 16), (7, 37, 5), (1, 1, 1), (13, 530, 1), (5, 1040, 9)]
-        {
+        for &(m, n, k) in &[
+            (6, 25088 / 16, 25),
+            (16, 3200, 150),
+            (150, 200, 16),
+            (7, 37, 5),
+            (1, 1, 1),
+            (13, 530, 1),
+            (5, 1040, 9),
+            // The packed path (>= 24 rows): several inner blocks of 256 with a tail, ragged columns.
+            (64, 100, 600),
+            (30, 37, 257),
+            (24, 16, 256),
+        ] {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
             let want: Vec<f32> =
