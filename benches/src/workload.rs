@@ -363,7 +363,7 @@ fn prepare_op(spec: &Spec, device: &Device) -> Runner {
                 .with_stride([stride, stride])
                 .with_bias(false)
                 .init(&dev);
-            Box::new(move |x| m.forward(x))
+            Box::new(move |x| kiln_kernels::conv_transpose2d(&m, x))
         }
         OpKind::MaxUnpool => {
             let pool = MaxPoolWithIndicesConfig::new([2, 2], [2, 2]).init();

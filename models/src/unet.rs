@@ -184,7 +184,7 @@ fn pad_to(x: &[usize], skip: &[usize]) -> Option<[usize; 4]> {
 impl Up {
     /// Upsamples `x`, merges it with the encoder's `skip`, convolves.
     pub fn forward(&self, x: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
-        let mut x = self.up.forward(x);
+        let mut x = kiln_kernels::conv_transpose2d(&self.up, x);
         let [top, bottom, left, right] =
             pad_to(&x.dims(), &skip.dims()).expect("skip is at least as large as the upsampled map");
         if top + bottom + left + right > 0 {
