@@ -10,7 +10,10 @@ fn ops(c: &mut Criterion) {
     let mut g = c.benchmark_group("ops");
     g.sample_size(10);
     for (backend, device) in bench_devices() {
-        for w in workload::standard(None).into_iter().filter(|w| w.group == "op" && w.runs_on(backend)) {
+        for w in workload::standard(None)
+            .into_iter()
+            .filter(|w| w.group == "op" && w.runs_on(backend, kiln_kernels::enabled()))
+        {
             let mut run = w.prepare(&device).expect("standard op workloads build");
             g.bench_function(format!("{} [{backend}]", w.name), |b| b.iter(&mut run));
         }

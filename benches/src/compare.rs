@@ -52,7 +52,7 @@ pub fn run_compare(
     let torch = server.as_ref().map(|s| TorchInfo { version: s.version.clone(), threads: s.threads });
     let mut rows = Vec::new();
     for (i, w) in workloads.iter().enumerate() {
-        if !w.runs_on(&options.backend) {
+        if !w.runs_on(&options.backend, kernels) {
             progress(&format!("{}: skipped on {} (the backend lacks this op's backward)", w.name, options.backend));
             continue;
         }
@@ -74,7 +74,7 @@ pub fn run_compare(
         let mut samples_torch = Vec::new();
         for round in 0..warmup + repeats {
             let timed = round >= warmup;
-            if options.before_after {
+            if options.before_after && w.runs_on(&options.backend, false) {
                 kiln_kernels::set_enabled(false);
                 let t = time(&mut kiln);
                 kiln_kernels::set_enabled(kernels);

@@ -253,10 +253,13 @@ pub fn standard(dataset_dir: Option<&str>) -> Vec<Workload> {
 }
 
 impl Workload {
-    /// Whether kiln can run this workload on `backend`: burn-ndarray has no backward for bilinear
-    /// interpolation (it panics), so the upsample forward + backward workload is skipped there.
-    pub fn runs_on(&self, backend: &str) -> bool {
-        !(backend == "ndarray" && matches!(self.spec, Spec::Op { op: OpKind::Upsample, backward: true, .. }))
+    /// Whether kiln can run this workload on `backend` with its kernels on or off: burn-ndarray
+    /// has no backward for bilinear interpolation (it panics), so without kiln's bilinear kernel
+    /// (which supplies one) the upsample forward + backward workload is skipped there.
+    pub fn runs_on(&self, backend: &str, kernels: bool) -> bool {
+        !(backend == "ndarray"
+            && !kernels
+            && matches!(self.spec, Spec::Op { op: OpKind::Upsample, backward: true, .. }))
     }
 
     /// Builds the workload on `device` (its autodiff variant for backward / training) and returns
