@@ -339,6 +339,47 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(<burn::backend::Dispatch as MaxPoolBackend>::kiln_max_pool2d(x.into_dispatch(), geom))
 }
 
+/// Max pooling that also returns PyTorch's indices (`ih * W + iw` in each input plane), as
+/// `burn::tensor::module::max_pool2d_with_indices` with symmetric `padding` and dilation 1: on
+/// flex / ndarray `f32` tensors through kiln's pool kernel (values, with its backward) and one
+/// more pass for the indices (flex's own routine recomputes each output's window range and was
+/// 2.6x PyTorch's time for a pool + unpool of 8x64x56x56), through Burn elsewhere and for
+/// windows Burn refuses (its message).
+pub fn max_pool2d_with_indices(
+    x: Tensor<4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> (Tensor<4>, Tensor<4, burn::tensor::Int>) {
+    let [_, _, h, w] = x.dims();
+    let geom = PoolGeom {
+        kernel,
+        stride,
+        padding: [(padding[0], padding[0]), (padding[1], padding[1])],
+        dilation: [1, 1],
+        ceil_mode: false,
+    };
+    let fits = (0..2).all(|a| kernel[a] > 0 && stride[a] > 0 && padding[a] <= kernel[a] / 2)
+        && geom.out(0, h).is_some_and(|o| o > 0)
+        && geom.out(1, w).is_some_and(|o| o > 0)
+        && h * w < 1 << 24;
+    if !(enabled() && fits && x.dtype() == DType::F32 && has_kernels(&x.device())) {
+        let opts = burn::tensor::ops::MaxPoolOptions::new(kernel)
+            .with_stride(stride)
+            .with_padding_pairs([(padding[0], padding[0]), (padding[1], padding[1])]);
+        return burn::tensor::module::max_pool2d_with_indices(x, opts);
+    }
+    let y: Tensor<4> = Tensor::from_dispatch(<burn::backend::Dispatch as MaxPoolBackend>::kiln_max_pool2d(
+        x.clone().into_dispatch(),
+        geom,
+    ));
+    let idx: Tensor<4> = Tensor::from_dispatch(<burn::backend::Dispatch as MaxPoolBackend>::kiln_max_pool2d_argmax(
+        x.into_dispatch(),
+        geom,
+    ));
+    (y, idx.int())
+}
+
 /// Bilinear resizing of `x` `[N, C, H, W]` to `[N, C, OH, OW]` with PyTorch's `align_corners`:
 /// the same values and gradients as `burn::tensor::module::interpolate` with
 /// `InterpolateMode::Bilinear` (and PyTorch's `F.interpolate(size=..., mode="bilinear")`), through

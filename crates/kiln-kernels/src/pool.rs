@@ -84,6 +84,12 @@ pub trait MaxPoolBackend: Backend {
         grad: FloatTensor<Self>,
         geom: PoolGeom,
     ) -> FloatTensor<Self>;
+
+    /// PyTorch's / Burn's pooling indices of the forward input `x`: for each output, the flat
+    /// index `ih * W + iw` in its input plane of the element the forward keeps, as `f32` values
+    /// (exact below 2^24 elements per plane; the public wrapper checks and casts them to
+    /// integers). Not differentiable.
+    fn kiln_max_pool2d_argmax(x: FloatTensor<Self>, geom: PoolGeom) -> FloatTensor<Self>;
 }
 
 /// For kernel tap `t` along one axis: the output indices `[lo, hi)` whose input index
@@ -245,6 +251,62 @@ fn backward(dims: [usize; 4], geom: &PoolGeom, x: &[f32], y: &[f32], grad: &[f32
     dx
 }
 
+/// Whether `v` replaces `best` as its window's winner: larger, or the window's first NaN (the
+/// forward's rule, with a NaN that is already winning kept).
+#[inline(always)]
+fn takes(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+/// The indices of the elements the forward pass keeps: per output, the first maximum of its
+/// window in row-major order (the first NaN when there is one), as a flat index into the input
+/// plane. The 2x2 / 2 path is branch-free (the winner's position in random data is unpredictable:
+/// a compare-and-select loop compiled to branches and spent most of its time mispredicting).
+fn argmax(dims: [usize; 4], geom: &PoolGeom, x: &[f32]) -> (Vec<f32>, [usize; 4]) {
+    let [n, c, h, w] = dims;
+    let p = Plan::new(geom, h, w);
+    let (oh, ow, sw) = (p.oh, p.ow, p.sw);
+    let mut idx = vec![0.0f32; n * c * oh * ow];
+    if oh * ow == 0 {
+        return (idx, [n, c, oh, ow]);
+    }
+    let two = p.is_2x2(geom, h, w);
+    idx.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
+        let xs = &x[plane * h * w..(plane + 1) * h * w];
+        let (mut best, mut seen) = (vec![f32::NEG_INFINITY; ow], vec![false; ow]);
+        for (r, orow) in out.chunks_exact_mut(ow).enumerate() {
+            if two {
+                let (top, bottom) = (2 * r * w, (2 * r + 1) * w);
+                let (a, b) = (&xs[top..top + 2 * ow], &xs[bottom..bottom + 2 * ow]);
+                for (j, ((o, a), b)) in orow.iter_mut().zip(a.chunks_exact(2)).zip(b.chunks_exact(2)).enumerate() {
+                    // Branch-free: the window's maximum as the forward computes it, then the
+                    // first tap equal to it (or the first NaN: when the maximum is NaN no tap
+                    // equals it, and otherwise the window has no NaN).
+                    let v = [a[0], a[1], b[0], b[1]];
+                    let m = max4(v);
+                    let hits = v.iter().enumerate().fold(0u32, |e, (q, &x)| e | (((x == m) | x.is_nan()) as u32) << q);
+                    let k = hits.trailing_zeros().min(3) as usize;
+                    *o = ((2 * r + (k >> 1)) * w + 2 * j + (k & 1)) as u32 as f32;
+                }
+                continue;
+            }
+            best.fill(f32::NEG_INFINITY);
+            seen.fill(false);
+            for_taps(&p, r, |row, (lo, hi, off)| {
+                for j in lo..hi {
+                    let i = row + ((j * sw) as isize + off) as usize;
+                    let v = xs[i];
+                    let take = !seen[j] || takes(v, best[j]);
+                    best[j] = if take { v } else { best[j] };
+                    orow[j] = if take { i as f32 } else { orow[j] };
+                    seen[j] = true;
+                }
+            });
+        }
+    });
+    (idx, [n, c, oh, ow])
+}
+
 macro_rules! cpu_impl {
     ($backend:ty, $feature:literal) => {
         #[cfg(feature = $feature)]
@@ -269,6 +331,13 @@ macro_rules! cpu_impl {
                     Self::with_f32(&y, |ys| Self::with_f32(&grad, |gs| backward(dims, &geom, xs, ys, gs)))
                 });
                 Self::from_f32(dx, &dims)
+            }
+
+            fn kiln_max_pool2d_argmax(x: FloatTensor<Self>, geom: PoolGeom) -> FloatTensor<Self> {
+                CALLS.fetch_add(1, Ordering::Relaxed);
+                let dims = Self::dims4(&x);
+                let (idx, shape) = Self::with_f32(&x, |xs| argmax(dims, &geom, xs));
+                Self::from_f32(idx, &shape)
             }
         }
     };
@@ -319,5 +388,9 @@ impl<B: Backend + MaxPoolBackend, C: CheckpointStrategy> MaxPoolBackend for Auto
             grad.into_primitive(),
             geom,
         ))
+    }
+
+    fn kiln_max_pool2d_argmax(x: FloatTensor<Self>, geom: PoolGeom) -> FloatTensor<Self> {
+        Self::from_inner(B::kiln_max_pool2d_argmax(x.into_primitive(), geom))
     }
 }

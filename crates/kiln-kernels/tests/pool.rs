@@ -149,3 +149,39 @@ fn nan_wins_its_window_and_takes_the_gradient() {
         assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], "{name}");
     }
 }
+
+#[test]
+fn pooling_indices_match_burn() {
+    let _serial = serial();
+    use burn::tensor::module::max_pool2d_with_indices;
+    use burn::tensor::ops::MaxPoolOptions;
+    // (input, kernel, stride, padding): SegNet's 2x2 / 2, odd sizes, 3x3 / 2 / 1, a constant map (all ties).
+    let cases = [
+        ([2, 4, 8, 8], [2, 2], [2, 2], [0, 0]),
+        ([1, 3, 7, 9], [2, 2], [2, 2], [0, 0]),
+        ([2, 2, 9, 8], [3, 3], [2, 2], [1, 1]),
+        ([1, 2, 6, 7], [3, 2], [1, 2], [1, 0]),
+    ];
+    for (name, base) in devices() {
+        for (i, (shape, k, s, p)) in cases.into_iter().enumerate() {
+            let what = format!("{name} case {i} {shape:?} k{k:?} s{s:?} p{p:?}");
+            // Coarse values (multiples of 0.25) so that windows have ties.
+            let x = (tensor(shape, 40 + i as u64, &base) * 4.0).round() / 4.0;
+            let opts = MaxPoolOptions::new(k).with_stride(s).with_padding_pairs([(p[0], p[0]), (p[1], p[1])]);
+            let (yr, ir) = max_pool2d_with_indices(x.clone(), opts);
+            let before = pool::calls();
+            let (yk, ik) = kiln_kernels::max_pool2d_with_indices(x, k, s, p);
+            assert!(pool::calls() > before, "{what}: the kernel path was not taken");
+            assert_eq!(vec(yk), vec(yr), "{what}: values");
+            assert_eq!(ik.into_data().convert::<i64>(), ir.into_data().convert::<i64>(), "{what}: indices");
+        }
+    }
+    // Under autodiff: the values carry the kernel's gradient, the indices are constants.
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::ones([1, 1, 4, 4], &device).require_grad();
+    let (y, idx) = kiln_kernels::max_pool2d_with_indices(x.clone(), [2, 2], [2, 2], [0, 0]);
+    assert_eq!(idx.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![0, 2, 8, 10]);
+    let dx = vec(x.grad(&y.sum().backward()).unwrap());
+    assert_eq!(dx.iter().sum::<f32>(), 4.0);
+    assert_eq!((dx[0], dx[2], dx[8], dx[10]), (1.0, 1.0, 1.0, 1.0));
+}

@@ -2,8 +2,6 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::module::max_pool2d_with_indices;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
 use crate::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, cost};
@@ -45,10 +43,7 @@ pub struct MaxPoolWithIndices {
 impl MaxPoolWithIndices {
     /// Applies the pooling.
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4, Int>) {
-        let opts = MaxPoolOptions::new(self.kernel_size)
-            .with_stride(self.stride)
-            .with_padding_pairs([(self.padding[0], self.padding[0]), (self.padding[1], self.padding[1])]);
-        max_pool2d_with_indices(x, opts)
+        kiln_kernels::max_pool2d_with_indices(x, self.kernel_size, self.stride, self.padding)
     }
 }
 
