@@ -74,6 +74,7 @@ pub mod gemm;
 mod norm_act;
 pub mod norm_act_cpu;
 pub mod pool;
+pub mod unpool;
 
 pub use bilinear::{BilinearBackend, BilinearGeom};
 pub use dense::DenseConvBackend;
@@ -81,6 +82,7 @@ pub use depthwise_cpu::DwGeom;
 pub use extension::DepthwiseConvBackend;
 pub use norm_act::NormActBackend;
 pub use pool::{MaxPoolBackend, PoolGeom};
+pub use unpool::MaxUnpoolBackend;
 
 /// Errors of the kernel entry points that validate their arguments.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -378,6 +380,42 @@ pub fn max_pool2d_with_indices(
         geom,
     ));
     (y, idx.int())
+}
+
+/// Max unpooling: `[N, C, OH, OW]` zeros with `x`'s values at `indices` (PyTorch's
+/// `max_unpool2d`; `x` and `indices` `[N, C, H, W]`, indices into the `OH x OW` planes as
+/// [`max_pool2d_with_indices`] gives them). On flex / ndarray `f32` tensors through kiln's
+/// kernel ([`unpool`]), with its backward (a gather); elsewhere Burn's `scatter`.
+///
+/// # Panics
+/// If `indices` and `x` differ in shape, or (on the kernel path) an index is outside the
+/// output plane.
+pub fn max_unpool2d(x: Tensor<4>, indices: Tensor<4, burn::tensor::Int>, size: [usize; 2]) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    assert_eq!(
+        indices.dims(),
+        [n, c, h, w],
+        "max unpool: indices {:?} must have the shape of the values {:?}",
+        indices.dims(),
+        x.dims()
+    );
+    let [oh, ow] = size;
+    if !(enabled() && x.dtype() == DType::F32 && has_kernels(&x.device())) || oh * ow >= 1 << 24 {
+        let out = Tensor::<3>::zeros([n, c, oh * ow], &x.device());
+        return out
+            .scatter(
+                2,
+                indices.reshape([n, c, h * w]),
+                x.reshape([n, c, h * w]),
+                burn::tensor::IndexingUpdateOp::Assign,
+            )
+            .reshape([n, c, oh, ow]);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as MaxUnpoolBackend>::kiln_max_unpool2d(
+        x.into_dispatch(),
+        indices.into_dispatch(),
+        size,
+    ))
 }
 
 /// Bilinear resizing of `x` `[N, C, H, W]` to `[N, C, OH, OW]` with PyTorch's `align_corners`:

@@ -2,7 +2,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 use crate::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, cost};
 
@@ -125,12 +125,10 @@ impl MaxUnpool2d {
 
     /// Unpools `x` with `indices` to `output_size` (default: [`Self::default_output_size`]).
     pub fn forward(&self, x: Tensor<4>, indices: Tensor<4, Int>, output_size: Option<[usize; 2]>) -> Tensor<4> {
-        let [n, c, h, w] = x.dims();
-        let [oh, ow] = output_size.unwrap_or_else(|| self.default_output_size([h, w]));
-        let device = x.device();
-        let out = Tensor::<3>::zeros([n, c, oh * ow], &device);
-        out.scatter(2, indices.reshape([n, c, h * w]), x.reshape([n, c, h * w]), IndexingUpdateOp::Assign)
-            .reshape([n, c, oh, ow])
+        let [_, _, h, w] = x.dims();
+        let size = output_size.unwrap_or_else(|| self.default_output_size([h, w]));
+        // kiln's kernel on flex / ndarray (Burn's scatter elsewhere).
+        kiln_kernels::max_unpool2d(x, indices, size)
     }
 
     /// Traces the unpooling of `x` (whose indices came from `pooled_from`, the tensor that was
