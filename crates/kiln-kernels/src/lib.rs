@@ -20,6 +20,9 @@
 //!   (flex's pooling recomputes the valid kernel range of every output element).
 //! - **Bilinear resizing** ([`interpolate_bilinear`]): separable, per `(n, c)` plane, forward and
 //!   backward (flex computes `f64` coordinates and four products per output element).
+//! - **Max pooling with indices, max unpooling** ([`max_pool2d_with_indices`], [`max_unpool2d`]):
+//!   PyTorch's indices in one branch-free pass; unpooling as a per-plane write (Burn: `scatter`).
+//! - **Non-overlapping transposed convolution** ([`conv_transpose2d`]): one matrix product.
 //!
 //! The kernels run on the `flex` and `ndarray` backends (with or without autodiff) for `f32`
 //! tensors; on any other backend or dtype the functions call Burn's own `conv2d`, so callers never
