@@ -213,18 +213,7 @@ fn channel_pruning_50_percent_lenet_is_smaller_faster_and_reloads() {
     let after = measure_row("prune-channels-50", &pruned, bytes);
     assert!(before.accuracy - after.accuracy <= 0.01, "accuracy {} -> {}", before.accuracy, after.accuracy);
     assert!(before.macs as f64 >= 1.8 * after.macs as f64, "MACs {} -> {}", before.macs, after.macs);
-    // Latency is measured and reported, not asserted: on a shared 2-core machine with the
-    // other tests of this file running, a 0.1 ms batch-1 timing is noise (it read 0.145 -> 0.167
-    // ms once in CI); the speed-up lives in the benches. The deterministic costs are checked.
-    assert!(
-        before.latency_ms.is_finite()
-            && before.latency_ms > 0.0
-            && after.latency_ms.is_finite()
-            && after.latency_ms > 0.0,
-        "latency {} -> {} ms",
-        before.latency_ms,
-        after.latency_ms
-    );
+    assert_latency_measured(&before, &after);
     assert!(after.file_bytes < before.file_bytes);
     // Reload: a fresh LeNet-5 reshaped by the saved plan, then the weights: identical outputs.
     let reloaded = load_compressed(LeNet5Config::new().init(&device), &d).unwrap();

@@ -182,7 +182,7 @@ mod x86 {
                 let rows = (m - i).min(MR);
                 // SAFETY: rows i..i+rows < m, columns j..j+NR <= n, p < k (bounds checked by
                 // the caller for A and B; C is m x n).
-                unsafe { micro(rows, k, a, i, b, ldb, j, c, n, None) };
+                unsafe { micro(rows, k, a, i, &b[j..], ldb, c, n, j, None, false) };
                 i += MR;
             }
             j += NR;
@@ -194,7 +194,7 @@ mod x86 {
             while i < m {
                 let rows = (m - i).min(MR);
                 // SAFETY: as above; lanes at or past j1 are neither read nor written.
-                unsafe { micro(rows, k, a, i, b, ldb, j, c, n, Some(masks)) };
+                unsafe { micro(rows, k, a, i, &b[j..], ldb, c, n, j, Some(masks), false) };
                 i += MR;
             }
         }
@@ -255,7 +255,7 @@ mod x86 {
                         // SAFETY: rows i..i+rows < m and inner indices p0..p0+kc < k of A (checked
                         // by the caller, offset by p0 above); the packed slice holds kc x 16;
                         // C's block at (i, j) is in bounds, masked past j1.
-                        unsafe { micro_acc(rows, kc, ap, i, &buf, j, c, n, masks, p0 > 0) };
+                        unsafe { micro(rows, kc, ap, i, &buf, NR, c, n, j, masks, p0 > 0) };
                         i += MR;
                     }
                     p0 += kc;
@@ -265,94 +265,10 @@ mod x86 {
         });
     }
 
-    /// A `rows x 16` block of `C` at `(i, j)` from a packed `kc x 16` slice of `B`: added to `C`
-    /// when `accumulate`, stored otherwise; `masks` limit the lanes of `C` read and written.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    unsafe fn micro_acc(
-        rows: usize,
-        kc: usize,
-        a: View,
-        i: usize,
-        packed: &[f32],
-        j: usize,
-        c: &mut [f32],
-        n: usize,
-        masks: Option<(__m256i, __m256i)>,
-        accumulate: bool,
-    ) {
-        unsafe {
-            let ap = a.data.as_ptr().add(i * a.rs);
-            let cp = c.as_mut_ptr().add(i * n + j);
-            let bp = packed.as_ptr();
-            match rows {
-                6 => packed_rows::<6>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
-                5 => packed_rows::<5>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
-                4 => packed_rows::<4>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
-                3 => packed_rows::<3>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
-                2 => packed_rows::<2>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
-                _ => packed_rows::<1>(kc, ap, a.rs, a.cs, bp, cp, n, masks, accumulate),
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    unsafe fn packed_rows<const R: usize>(
-        kc: usize,
-        ap: *const f32,
-        ars: usize,
-        acs: usize,
-        mut bp: *const f32,
-        cp: *mut f32,
-        n: usize,
-        masks: Option<(__m256i, __m256i)>,
-        accumulate: bool,
-    ) {
-        unsafe {
-            let mut acc0 = [_mm256_setzero_ps(); R];
-            let mut acc1 = [_mm256_setzero_ps(); R];
-            if accumulate {
-                for r in 0..R {
-                    (acc0[r], acc1[r]) = match masks {
-                        Some((m0, m1)) => {
-                            (_mm256_maskload_ps(cp.add(r * n), m0), _mm256_maskload_ps(cp.add(r * n + 8), m1))
-                        }
-                        None => (_mm256_loadu_ps(cp.add(r * n)), _mm256_loadu_ps(cp.add(r * n + 8))),
-                    };
-                }
-            }
-            let arow: [*const f32; R] = std::array::from_fn(|r| ap.add(r * ars));
-            let mut off = 0;
-            for _ in 0..kc {
-                let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
-                for r in 0..R {
-                    let av = _mm256_broadcast_ss(&*arow[r].add(off));
-                    acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
-                    acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
-                }
-                bp = bp.add(NR);
-                off += acs;
-            }
-            for r in 0..R {
-                match masks {
-                    Some((m0, m1)) => {
-                        _mm256_maskstore_ps(cp.add(r * n), m0, acc0[r]);
-                        _mm256_maskstore_ps(cp.add(r * n + 8), m1, acc1[r]);
-                    }
-                    None => {
-                        _mm256_storeu_ps(cp.add(r * n), acc0[r]);
-                        _mm256_storeu_ps(cp.add(r * n + 8), acc1[r]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A `rows x 16` block of `C` (rows <= 6) at `(i, j)`, kept in 12 registers over `k`; with
-    /// `masks`, only the lanes they select are read from `B` and written to `C`.
+    /// A `rows x 16` block of `C` (rows <= 6) at `(i, j)`, kept in 12 registers over `k`: `b`
+    /// starts at the block's first column (rows `ldb` apart: `B` read in place, or a packed slice
+    /// with `ldb == 16`); with `masks`, only the lanes they select are read from `b` and read /
+    /// written in `C`; with `accumulate`, the block is added to `C` instead of stored.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -363,24 +279,25 @@ mod x86 {
         i: usize,
         b: &[f32],
         ldb: usize,
-        j: usize,
         c: &mut [f32],
         n: usize,
+        j: usize,
         masks: Option<(__m256i, __m256i)>,
+        accumulate: bool,
     ) {
         unsafe {
-            let bp = b.as_ptr().add(j);
+            let bp = b.as_ptr();
             let ap = a.data.as_ptr().add(i * a.rs);
             let cp = c.as_mut_ptr().add(i * n + j);
             macro_rules! go {
                 ($masked:literal) => {
                     match rows {
-                        6 => micro_rows::<6, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
-                        5 => micro_rows::<5, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
-                        4 => micro_rows::<4, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
-                        3 => micro_rows::<3, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
-                        2 => micro_rows::<2, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
-                        _ => micro_rows::<1, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks),
+                        6 => micro_rows::<6, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks, accumulate),
+                        5 => micro_rows::<5, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks, accumulate),
+                        4 => micro_rows::<4, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks, accumulate),
+                        3 => micro_rows::<3, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks, accumulate),
+                        2 => micro_rows::<2, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks, accumulate),
+                        _ => micro_rows::<1, $masked>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks, accumulate),
                     }
                 };
             }
@@ -401,19 +318,28 @@ mod x86 {
         cp: *mut f32,
         n: usize,
         masks: Option<(__m256i, __m256i)>,
+        accumulate: bool,
     ) {
         unsafe {
             let (m0, m1) = masks.unwrap_or((_mm256_set1_epi32(-1), _mm256_set1_epi32(-1)));
+            let load = |p: *const f32| {
+                if MASKED {
+                    (_mm256_maskload_ps(p, m0), _mm256_maskload_ps(p.add(8), m1))
+                } else {
+                    (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+                }
+            };
             let mut acc0 = [_mm256_setzero_ps(); R];
             let mut acc1 = [_mm256_setzero_ps(); R];
+            if accumulate {
+                for r in 0..R {
+                    (acc0[r], acc1[r]) = load(cp.add(r * n));
+                }
+            }
             let arow: [*const f32; R] = std::array::from_fn(|r| ap.add(r * ars));
             let mut off = 0;
             for _ in 0..k {
-                let (b0, b1) = if MASKED {
-                    (_mm256_maskload_ps(bp, m0), _mm256_maskload_ps(bp.add(8), m1))
-                } else {
-                    (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)))
-                };
+                let (b0, b1) = load(bp);
                 for r in 0..R {
                     let av = _mm256_broadcast_ss(&*arow[r].add(off));
                     acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);

@@ -331,17 +331,25 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         dilation: pool.dilation,
         ceil_mode: pool.ceil_mode,
     };
-    // Burn refuses padding wider than half the kernel and empty outputs: leave those (and their
-    // messages) to it.
-    let fits = (0..2).all(|a| {
-        let half = k[a] / 2;
-        k[a] > 0 && geom.dilation[a] > 0 && geom.padding[a].0 <= half && geom.padding[a].1 <= half
-    }) && geom.out(0, h).is_some_and(|o| o > 0)
-        && geom.out(1, w).is_some_and(|o| o > 0);
-    if !fits {
+    if !kernel_pools(&geom, h, w) {
         return pool.forward(x);
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as MaxPoolBackend>::kiln_max_pool2d(x.into_dispatch(), geom))
+}
+
+/// Whether kiln's pool kernel takes `geom` on an `h x w` input: Burn refuses padding wider than
+/// half the kernel, zero strides / dilations and empty outputs, so those (and their messages)
+/// are left to it.
+fn kernel_pools(geom: &PoolGeom, h: usize, w: usize) -> bool {
+    (0..2).all(|a| {
+        let half = geom.kernel[a] / 2;
+        geom.kernel[a] > 0
+            && geom.stride[a] > 0
+            && geom.dilation[a] > 0
+            && geom.padding[a].0 <= half
+            && geom.padding[a].1 <= half
+    }) && geom.out(0, h).is_some_and(|o| o > 0)
+        && geom.out(1, w).is_some_and(|o| o > 0)
 }
 
 /// Max pooling that also returns PyTorch's indices (`ih * W + iw` in each input plane), as
@@ -364,10 +372,8 @@ pub fn max_pool2d_with_indices(
         dilation: [1, 1],
         ceil_mode: false,
     };
-    let fits = (0..2).all(|a| kernel[a] > 0 && stride[a] > 0 && padding[a] <= kernel[a] / 2)
-        && geom.out(0, h).is_some_and(|o| o > 0)
-        && geom.out(1, w).is_some_and(|o| o > 0)
-        && h * w < 1 << 24;
+    // Indices travel as f32 inside the kernel: exact below 2^24 elements per plane.
+    let fits = kernel_pools(&geom, h, w) && h * w < 1 << 24;
     if !(enabled() && fits && x.dtype() == DType::F32 && has_kernels(&x.device())) {
         let opts = burn::tensor::ops::MaxPoolOptions::new(kernel)
             .with_stride(stride)
