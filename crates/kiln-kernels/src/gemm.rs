@@ -69,12 +69,97 @@ pub fn matmul_into(
 
 #[allow(clippy::too_many_arguments)]
 fn block_cols(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize, c: &mut [f32], j0: usize, j1: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA are present (checked above); indices are checked by `matmul_into`.
-        unsafe { x86::block_cols(m, n, k, a, b, ldb, c, j0, j1) };
+    block_cols_on(Path::detect(), m, n, k, a, b, ldb, c, j0, j1)
+}
+
+/// The instruction-set paths of [`matmul_into`], chosen once per call from the running CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// AVX-512F: a `12 x 32` block of `C` in 24 zmm registers.
+    Avx512,
+    /// AVX2 + FMA: a `6 x 16` block of `C` in 12 ymm registers.
+    Avx2,
+    /// Plain loops (any CPU).
+    Portable,
+}
+
+impl Path {
+    /// The fastest path this CPU runs.
+    pub fn detect() -> Path {
+        Path::available().into_iter().next().unwrap_or(Path::Portable)
+    }
+
+    /// Every path this CPU runs, fastest first (the portable path always last).
+    pub fn available() -> Vec<Path> {
+        let mut paths = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                paths.push(Path::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                paths.push(Path::Avx2);
+            }
+        }
+        paths.push(Path::Portable);
+        paths
+    }
+}
+
+/// [`matmul_into`] on a given path (tests run every path the CPU has).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into_on(
+    path: Path,
+    m: usize,
+    k: usize,
+    a: View,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    j0: usize,
+    j1: usize,
+) {
+    if m == 0 || j1 <= j0 {
         return;
     }
+    assert!(Path::available().contains(&path), "matmul: path {path:?} is not supported by this CPU");
+    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "matmul: A is too short");
+    assert!(k == 0 || (k - 1) * ldb + j1 <= b.len(), "matmul: B is too short");
+    assert!(j1 <= ldc && (m - 1) * ldc + j1 <= c.len(), "matmul: C is too short");
+    for i in 0..m {
+        c[i * ldc + j0..i * ldc + j1].fill(0.0);
+    }
+    block_cols_on(path, m, ldc, k, a, b, ldb, c, j0, j1);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block_cols_on(
+    path: Path,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    j0: usize,
+    j1: usize,
+) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller picked the path from `Path::available` (AVX-512F present); indices
+        // are checked by `matmul_into`.
+        Path::Avx512 => unsafe { x86_512::block_cols(m, n, k, a, b, ldb, c, j0, j1) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are present (see `Path::available`); indices checked as above.
+        Path::Avx2 => unsafe { x86::block_cols(m, n, k, a, b, ldb, c, j0, j1) },
+        _ => portable_cols(m, n, k, a, b, ldb, c, j0, j1),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn portable_cols(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize, c: &mut [f32], j0: usize, j1: usize) {
     for i in 0..m {
         let crow = &mut c[i * n + j0..i * n + j1];
         for p in 0..k {
@@ -146,15 +231,15 @@ mod x86 {
 
     /// Inner-dimension block of the packed path: a packed `KC x 16` slice of `B` (16 KiB) stays
     /// in L1 while every block of rows of `A` streams past it.
-    const KC: usize = 256;
+    pub(super) const KC: usize = 256;
 
     /// Below this many rows, `B` is read in place: packing a slice costs about as much as one
     /// pass over it, and only pays when several row blocks reuse it.
-    const PACK_MIN_ROWS: usize = 24;
+    pub(super) const PACK_MIN_ROWS: usize = 24;
 
     /// Below this inner dimension, `B`'s `k x 16` slice is a few cache lines that stay in L1 even
     /// when read in place (LeNet-5's input gradient, `k` = 16, was slower packed).
-    const PACK_MIN_INNER: usize = 128;
+    pub(super) const PACK_MIN_INNER: usize = 128;
 
     /// Columns `[j0, j1)` of `C = A x B` (see `super::matmul_into`).
     #[target_feature(enable = "avx2,fma")]
@@ -446,6 +531,192 @@ mod x86 {
     }
 }
 
+/// The AVX-512F path: the same loops as [`x86`] with a `12 x 32` register block (24 zmm
+/// accumulators, 2 for the `B` row, 1 broadcast of `A`: 27 of the 32 registers) and `KC x 32`
+/// packed slices of `B`. Every element of `C` is the same chain of fused multiply-adds over the
+/// inner dimension in the same order as on the AVX2 path, so the two give bit-identical results
+/// (the tests check it); only the block shape differs.
+#[cfg(target_arch = "x86_64")]
+mod x86_512 {
+    use std::arch::x86_64::*;
+
+    use super::View;
+    use super::x86::{PACK_MIN_INNER, PACK_MIN_ROWS};
+
+    const MR: usize = 12;
+    const NR: usize = 32;
+    /// A packed `KC x 32` slice of `B` is 16 KiB: it stays in L1 beside the streamed rows of `A`.
+    const KC: usize = 128;
+
+    /// Lane masks of the two 16-lane halves of a `width`-wide (< 32) block.
+    fn tail_masks(width: usize) -> (__mmask16, __mmask16) {
+        let lanes = |w: usize| if w >= 16 { 0xFFFF } else { ((1u32 << w) - 1) as u16 };
+        (lanes(width), lanes(width.saturating_sub(16)))
+    }
+
+    /// Columns `[j0, j1)` of `C = A x B` (see `super::matmul_into`).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block_cols(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: View,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        j0: usize,
+        j1: usize,
+    ) {
+        if m >= PACK_MIN_ROWS && k >= PACK_MIN_INNER {
+            // SAFETY: as for the in-place path (same bounds).
+            unsafe { packed_cols(m, n, k, a, b, ldb, c, j0, j1) };
+            return;
+        }
+        let mut j = j0;
+        while j < j1 {
+            let width = (j1 - j).min(NR);
+            let masks = tail_masks(width);
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                // SAFETY: rows i..i+rows < m, columns j..j+width <= j1 <= n, p < k (checked by
+                // the caller); lanes past `width` are masked off for B and C.
+                unsafe { micro(rows, k, a, i, b.as_ptr().add(j), ldb, c, n, j, masks, false) };
+                i += MR;
+            }
+            j += NR;
+        }
+    }
+
+    thread_local! {
+        static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// The packed path for tall `A` with a long inner dimension (see `x86::packed_cols`).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn packed_cols(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: View,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        j0: usize,
+        j1: usize,
+    ) {
+        PACK.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.resize(KC * NR, 0.0);
+            let mut j = j0;
+            while j < j1 {
+                let width = (j1 - j).min(NR);
+                let masks = tail_masks(width);
+                let mut p0 = 0;
+                while p0 < k {
+                    let kc = (k - p0).min(KC);
+                    for (p, dst) in buf.chunks_exact_mut(NR).take(kc).enumerate() {
+                        let src = &b[(p0 + p) * ldb + j..(p0 + p) * ldb + j + width];
+                        dst[..width].copy_from_slice(src);
+                        dst[width..].fill(0.0);
+                    }
+                    let ap = View { data: &a.data[p0 * a.cs..], rs: a.rs, cs: a.cs };
+                    let mut i = 0;
+                    while i < m {
+                        let rows = (m - i).min(MR);
+                        // SAFETY: rows i..i+rows < m and inner indices p0..p0+kc < k of A; the
+                        // packed slice holds kc x 32; C's block at (i, j) is masked past j1.
+                        unsafe { micro(rows, kc, ap, i, buf.as_ptr(), NR, c, n, j, masks, p0 > 0) };
+                        i += MR;
+                    }
+                    p0 += kc;
+                }
+                j += NR;
+            }
+        });
+    }
+
+    /// A `rows x 32` block of `C` (rows <= 12) at `(i, j)`: `bp` points at the block's first
+    /// column of `B` (rows `ldb` apart); lanes outside `masks` are neither read nor written; with
+    /// `accumulate`, the block is added to `C` instead of stored.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn micro(
+        rows: usize,
+        k: usize,
+        a: View,
+        i: usize,
+        bp: *const f32,
+        ldb: usize,
+        c: &mut [f32],
+        n: usize,
+        j: usize,
+        masks: (__mmask16, __mmask16),
+        accumulate: bool,
+    ) {
+        unsafe {
+            let ap = a.data.as_ptr().add(i * a.rs);
+            let cp = c.as_mut_ptr().add(i * n + j);
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r => micro_rows::<$r>(k, ap, a.rs, a.cs, bp, ldb, cp, n, masks, accumulate),)*
+                        _ => unreachable!("a block has 1 to 12 rows"),
+                    }
+                };
+            }
+            go!(12 11 10 9 8 7 6 5 4 3 2 1)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn micro_rows<const R: usize>(
+        k: usize,
+        ap: *const f32,
+        ars: usize,
+        acs: usize,
+        mut bp: *const f32,
+        ldb: usize,
+        cp: *mut f32,
+        n: usize,
+        (m0, m1): (__mmask16, __mmask16),
+        accumulate: bool,
+    ) {
+        unsafe {
+            let mut acc0 = [_mm512_setzero_ps(); R];
+            let mut acc1 = [_mm512_setzero_ps(); R];
+            if accumulate {
+                for r in 0..R {
+                    acc0[r] = _mm512_maskz_loadu_ps(m0, cp.add(r * n));
+                    acc1[r] = _mm512_maskz_loadu_ps(m1, cp.add(r * n + 16));
+                }
+            }
+            let arow: [*const f32; R] = std::array::from_fn(|r| ap.add(r * ars));
+            let mut off = 0;
+            for _ in 0..k {
+                let b0 = _mm512_maskz_loadu_ps(m0, bp);
+                let b1 = _mm512_maskz_loadu_ps(m1, bp.add(16));
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*arow[r].add(off));
+                    acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+                }
+                bp = bp.add(ldb);
+                off += acs;
+            }
+            for r in 0..R {
+                _mm512_mask_storeu_ps(cp.add(r * n), m0, acc0[r]);
+                _mm512_mask_storeu_ps(cp.add(r * n + 16), m1, acc1[r]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,25 +753,48 @@ mod tests {
             (64, 100, 600),
             (30, 37, 257),
             (24, 16, 256),
+            // Tails of the 12 x 32 block: 12 / 13 / 23 rows, 31 / 32 / 33 / 47 columns, packed
+            // inner blocks of 128 with a tail of 1.
+            (12, 32, 129),
+            (13, 33, 300),
+            (23, 31, 513),
+            (25, 47, 128),
+            (36, 64, 127),
         ] {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
             let want: Vec<f32> =
                 (0..m * n).map(|e| (0..k).map(|p| a[(e / n) * k + p] * b[p * n + e % n]).sum()).collect();
-            let product = |a: View| {
-                // Two column ranges, so that a block boundary falls inside the row.
-                let mut c = vec![f32::NAN; m * n];
-                let half = n / 2;
-                matmul_into(m, k, a, &b, n, &mut c, n, 0, half);
-                matmul_into(m, k, a, &b, n, &mut c, n, half, n);
-                c
-            };
-            let got = product(View { data: &a, rs: k, cs: 1 });
-            close(&got, &want, &format!("A x B {m}x{n}x{k}"));
             // A given transposed: at = A^T stored [k, m]; A(i, p) = at[p * m + i].
             let at: Vec<f32> = (0..k * m).map(|e| a[(e % m) * k + e / m]).collect();
-            let got = product(View { data: &at, rs: 1, cs: m });
-            close(&got, &want, &format!("A^T view {m}x{n}x{k}"));
+            let mut simd: Option<(Path, Vec<f32>)> = None;
+            for path in Path::available() {
+                let product = |a: View| {
+                    // Two column ranges, so that a block boundary falls inside the row.
+                    let mut c = vec![f32::NAN; m * n];
+                    let half = n / 2;
+                    matmul_into_on(path, m, k, a, &b, n, &mut c, n, 0, half);
+                    matmul_into_on(path, m, k, a, &b, n, &mut c, n, half, n);
+                    c
+                };
+                let got = product(View { data: &a, rs: k, cs: 1 });
+                close(&got, &want, &format!("{path:?} A x B {m}x{n}x{k}"));
+                let got_t = product(View { data: &at, rs: 1, cs: m });
+                close(&got_t, &want, &format!("{path:?} A^T view {m}x{n}x{k}"));
+                if path == Path::Portable {
+                    continue;
+                }
+                // The SIMD paths run the same fused multiply-add chain per element, in the same
+                // order: their results are equal bit for bit, whatever their block shapes.
+                assert_eq!(got, got_t, "{path:?} {m}x{n}x{k}: A and A^T views differ");
+                match &simd {
+                    None => simd = Some((path, got)),
+                    Some((first, want_bits)) => {
+                        let same = got.iter().zip(want_bits).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{path:?} and {first:?} differ on {m}x{n}x{k}");
+                    }
+                }
+            }
         }
     }
 
