@@ -139,6 +139,7 @@ pub fn run_compare(
         warmup: options.warmup,
         repeats: options.repeats,
         rows,
+        gemm: None,
     })
 }
 

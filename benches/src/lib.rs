@@ -15,6 +15,7 @@ use burn::tensor::Device;
 pub mod compare;
 pub mod error;
 pub mod report;
+pub mod roofline;
 pub mod torch;
 pub mod workload;
 

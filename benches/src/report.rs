@@ -68,6 +68,8 @@ pub struct Machine {
     pub memory_gib: f64,
     /// Operating system.
     pub os: String,
+    /// The CPU's vector extensions kiln's kernels can use ([`kiln_kernels::peak::cpu_extensions`]).
+    pub extensions: Vec<String>,
 }
 
 impl Machine {
@@ -95,7 +97,8 @@ impl Machine {
             })
             .unwrap_or_else(|| std::env::consts::OS.to_string());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Machine { cpu, cores, memory_gib, os }
+        let extensions = kiln_kernels::peak::cpu_extensions().into_iter().map(String::from).collect();
+        Machine { cpu, cores, memory_gib, os, extensions }
     }
 }
 
@@ -129,6 +132,8 @@ pub struct CompareReport {
     pub repeats: usize,
     /// Per workload.
     pub rows: Vec<Row>,
+    /// The dense GEMM against the measured FMA peak, when measured.
+    pub gemm: Option<crate::roofline::GemmReport>,
 }
 
 fn ms(v: f64) -> String {
@@ -152,11 +157,12 @@ impl CompareReport {
         let m = &self.machine;
         let _ = writeln!(
             s,
-            "Machine: {} ({} cores, {:.0} GiB, {}). kiln backend: **{}**, {} threads, kiln kernels {}.",
+            "Machine: {} ({} cores, {:.0} GiB, {}; {}). kiln backend: **{}**, {} threads, kiln kernels {}.",
             m.cpu,
             m.cores,
             m.memory_gib,
             m.os,
+            if m.extensions.is_empty() { "no SIMD extensions detected".to_string() } else { m.extensions.join(" ") },
             self.backend,
             self.threads,
             if self.kernels { "on" } else { "off" }
@@ -225,6 +231,10 @@ impl CompareReport {
             for (name, n) in notes {
                 let _ = writeln!(s, "- {name}: PyTorch not run ({n})");
             }
+        }
+        if let Some(g) = &self.gemm {
+            s.push('\n');
+            s.push_str(&g.to_markdown());
         }
         s
     }
@@ -397,7 +407,13 @@ mod tests {
             torch_note: None,
         };
         CompareReport {
-            machine: Machine { cpu: "cpu".into(), cores: 2, memory_gib: 24.0, os: "linux".into() },
+            machine: Machine {
+                cpu: "cpu".into(),
+                cores: 2,
+                memory_gib: 24.0,
+                os: "linux".into(),
+                extensions: vec!["avx2".into(), "fma".into()],
+            },
             backend: "flex".into(),
             threads: 2,
             kernels: true,
@@ -406,6 +422,7 @@ mod tests {
             warmup: 1,
             repeats: 3,
             rows: vec![row("a->b", 0.02, 0.01), row("c", 0.003, 0.004)],
+            gemm: None,
         }
     }
 
@@ -423,6 +440,7 @@ mod tests {
         let md = r.to_markdown();
         assert!(md.contains("| a->b | 20.0 | 10.0 | 2.00x | 1.80x |"), "{md}");
         assert!(md.contains("| c | 3.00 | 4.00 | 0.75x |"), "{md}");
+        assert!(md.contains("Machine: cpu (2 cores, 24 GiB, linux; avx2 fma)."), "{md}");
         let svg = r.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("a-&gt;b") && svg.contains("2.00x") && svg.contains("0.75x"));

@@ -42,6 +42,10 @@ pub(crate) struct BenchArgs {
     /// Print the workload names and exit.
     #[arg(long)]
     list: bool,
+    /// Leave out the dense-GEMM-against-peak section (it runs unless --filter leaves it out:
+    /// `--filter gemm` runs it alone).
+    #[arg(long)]
+    no_gemm: bool,
 }
 
 pub(crate) fn run(_registry: &Registry, args: &BenchArgs) -> Result<(), CliError> {
@@ -60,7 +64,8 @@ pub(crate) fn run(_registry: &Registry, args: &BenchArgs) -> Result<(), CliError
         }
         return Ok(());
     }
-    let workloads = select(all, args.filter.as_deref())?;
+    let with_gemm = !args.no_gemm && args.filter.as_deref().is_none_or(|f| words(f).iter().any(|w| "gemm".contains(w.as_str())));
+    let workloads = select(all, args.filter.as_deref(), with_gemm)?;
     let repeats = args.repeats.unwrap_or(if args.quick { 3 } else { 5 });
     if repeats == 0 {
         return Err(CliError::Usage("--repeats must be at least 1".into()));
@@ -74,20 +79,29 @@ pub(crate) fn run(_registry: &Registry, args: &BenchArgs) -> Result<(), CliError
         python: args.python.clone(),
         before_after: args.before_after,
     };
-    let report = run_compare(&workloads, &options, &mut |line| eprintln!("{line}"))
+    let mut report = run_compare(&workloads, &options, &mut |line| eprintln!("{line}"))
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    if with_gemm {
+        eprintln!("measuring the FMA peak and the dense GEMM on ResNet-18 / MobileNetV2 shapes ...");
+        let budget = std::time::Duration::from_millis(if args.quick { 150 } else { 500 });
+        report.gemm = Some(kiln_benches::roofline::measure(budget, None));
+    }
     let paths = report.write(&args.out).map_err(|e| CliError::Failed(e.to_string()))?;
     print!("{}", report.to_markdown());
     eprintln!("wrote {}", paths.map(|p| p.display().to_string()).join(", "));
     Ok(())
 }
 
-fn select(all: Vec<Workload>, filter: Option<&str>) -> Result<Vec<Workload>, CliError> {
+fn words(filter: &str) -> Vec<String> {
+    filter.split(',').map(|w| w.trim().to_lowercase()).filter(|w| !w.is_empty()).collect()
+}
+
+fn select(all: Vec<Workload>, filter: Option<&str>, with_gemm: bool) -> Result<Vec<Workload>, CliError> {
     let Some(f) = filter else { return Ok(all) };
-    let words: Vec<String> = f.split(',').map(|w| w.trim().to_lowercase()).filter(|w| !w.is_empty()).collect();
+    let words = words(f);
     let picked: Vec<Workload> =
         all.into_iter().filter(|w| words.iter().any(|word| w.name.to_lowercase().contains(word))).collect();
-    if picked.is_empty() {
+    if picked.is_empty() && !with_gemm {
         return Err(CliError::Usage(kiln_benches::BenchError::NoMatch(f.to_string()).to_string()));
     }
     Ok(picked)

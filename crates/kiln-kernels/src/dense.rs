@@ -212,28 +212,30 @@ fn col2im_image(g: &Geom, dcols: &[f32], ld: usize, d: &mut [f32]) {
     }
 }
 
-/// Columns of one image's output per parallel task of the forward product.
-const FORWARD_COLS: usize = 512;
-
 /// `y [N, Cout, P]`: `y_n = W [Cout, K] x cols[:, n*P..(n+1)*P]`, parallel over images and
-/// blocks of columns.
+/// blocks of columns (and of rows, when those are too few to keep every thread busy:
+/// [`gemm::task_split`]).
 fn forward_from_cols(g: &Geom, cout: usize, w: &[f32], cols: &[f32]) -> Vec<f32> {
     let (k, p, np) = (g.k(), g.p(), g.n * g.p());
     let mut y = vec![0.0f32; g.n * cout * p];
-    let blocks = p.div_ceil(FORWARD_COLS).max(1);
+    let (rows, tcols) = gemm::task_split(cout, p, g.n, rayon::current_num_threads());
+    let (rb, cb) = (cout.div_ceil(rows), p.div_ceil(tcols).max(1));
+    let packed = if g.n * rb * cb > 1 { gemm::PackedA::new(cout, k, View { data: w, rs: k, cs: 1 }, np) } else { None };
     let out = SendPtr(y.as_mut_ptr());
-    let a = View { data: w, rs: k, cs: 1 };
     let task = |t: usize| {
-        let (n, b) = (t / blocks, t % blocks);
-        let (j0, j1) = (b * FORWARD_COLS, ((b + 1) * FORWARD_COLS).min(p));
-        // SAFETY: task (n, b) writes only columns [j0, j1) of image n's [Cout, P] block of `y`.
-        let c = unsafe { std::slice::from_raw_parts_mut(out.get().add(n * cout * p), cout * p) };
-        gemm::matmul_into(cout, k, a, &cols[n * p..], np, c, p, j0, j1);
+        let (n, r, b) = (t / (rb * cb), (t / cb) % rb, t % cb);
+        let (i0, i1) = (r * rows, ((r + 1) * rows).min(cout));
+        let (j0, j1) = (b * tcols, ((b + 1) * tcols).min(p));
+        // SAFETY: task (n, r, b) writes only rows [i0, i1) x columns [j0, j1) of image n's
+        // [Cout, P] block of `y`; the tasks' blocks are disjoint.
+        let c = unsafe { std::slice::from_raw_parts_mut(out.get().add(n * cout * p + i0 * p), (i1 - i0) * p) };
+        let a = View { data: &w[i0 * k..], rs: k, cs: 1 };
+        gemm::matmul_into_pre(packed.as_ref(), i0, i1 - i0, k, a, &cols[n * p..], np, c, p, j0, j1);
     };
     if g.n * cout * p * k < 1 << 16 {
-        (0..g.n * blocks).for_each(task);
+        (0..g.n * rb * cb).for_each(task);
     } else {
-        (0..g.n * blocks).into_par_iter().for_each(task);
+        (0..g.n * rb * cb).into_par_iter().for_each(task);
     }
     y
 }

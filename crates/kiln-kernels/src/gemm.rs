@@ -171,6 +171,143 @@ fn portable_cols(m: usize, n: usize, k: usize, a: View, b: &[f32], ldb: usize, c
     }
 }
 
+/// `A` packed once for the AVX-512 path's micro-kernel (14-row panels per 256-deep slice of the
+/// inner dimension), for products that reuse it across many column blocks: the convolution's
+/// weights across images and tasks. [`PackedA::new`] gives `None` where the running CPU or the
+/// shape does not take the packed path; [`matmul_into_pre`] then uses the plain view.
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs `A [m, k]` (any strides) when this CPU takes the AVX-512 packed path for it and the
+    /// product has enough columns in all (`cols`, every image and task together) for the packing
+    /// to pay.
+    pub fn new(m: usize, k: usize, a: View, cols: usize) -> Option<PackedA> {
+        #[cfg(target_arch = "x86_64")]
+        if Path::detect() == Path::Avx512
+            && m >= x86_512::PACK_MIN_ROWS
+            && k >= x86_512::PACK_MIN_INNER
+            && cols >= x86_512::PACK_A_MIN_COLS
+        {
+            assert!((m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "PackedA: A is too short");
+            let mut data = Vec::new();
+            x86_512::pack_a_into(m, k, a, &mut data);
+            return Some(PackedA { m, k, data });
+        }
+        let _ = (m, k, a, cols);
+        None
+    }
+
+    /// Rows per panel: a row block given to [`matmul_into_pre`] must start at a multiple.
+    pub const PANEL_ROWS: usize = 14;
+}
+
+/// [`matmul_into`] for rows `[i0, i0 + m)` of a product whose `A` may be pre-packed: with
+/// `packed` (made from the whole `A`), the packed panels are used and `a` is ignored; without,
+/// `a` (the view of those rows) is. `c` starts at row `i0`. Same result, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_into_pre(
+    packed: Option<&PackedA>,
+    i0: usize,
+    m: usize,
+    k: usize,
+    a: View,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    j0: usize,
+    j1: usize,
+) {
+    let Some(pa) = packed else {
+        return matmul_into(m, k, a, b, ldb, c, ldc, j0, j1);
+    };
+    if m == 0 || j1 <= j0 {
+        return;
+    }
+    assert!(pa.k == k && i0 + m <= pa.m, "matmul_into_pre: rows or inner dimension do not match the packing");
+    assert!(i0 % PackedA::PANEL_ROWS == 0, "matmul_into_pre: a row block must start at a panel boundary");
+    assert!((k - 1) * ldb + j1 <= b.len(), "matmul_into_pre: B is too short");
+    assert!(j1 <= ldc && (m - 1) * ldc + j1 <= c.len(), "matmul_into_pre: C is too short");
+    #[cfg(target_arch = "x86_64")]
+    x86_512::PACK_B.with(|pb| {
+        // SAFETY: `PackedA::new` only packs on a CPU with AVX-512F; the packing covers rows
+        // [i0, i0 + m) and the inner dimension k (checked above), B and C are checked above.
+        unsafe {
+            x86_512::packed_cols_pre(
+                &pa.data,
+                pa.m.div_ceil(PackedA::PANEL_ROWS),
+                i0 / PackedA::PANEL_ROWS,
+                m,
+                ldc,
+                k,
+                b,
+                ldb,
+                c,
+                j0,
+                j1,
+                &mut pb.borrow_mut(),
+            )
+        }
+    });
+}
+
+/// Columns of `C` per parallel task of [`matmul_par`] (and of the dense convolution's forward).
+pub const TASK_COLS: usize = 512;
+
+/// Rows of `C` per parallel task when a product has too few column blocks to keep every thread
+/// busy (ResNet-18's last stage at batch 1: 49 columns, 512 rows): a multiple of the AVX-512
+/// packed path's 14-row panel.
+const TASK_ROWS_MIN: usize = 56;
+
+/// How [`matmul_par`] splits an `m x n` product over `images` independent products: `(rows,
+/// cols)` per task. Column blocks of [`TASK_COLS`]; when those (times `images`) are fewer than
+/// twice the threads, the rows are split too, into blocks of at least [`TASK_ROWS_MIN`].
+pub fn task_split(m: usize, n: usize, images: usize, threads: usize) -> (usize, usize) {
+    let col_blocks = n.div_ceil(TASK_COLS).max(1) * images.max(1);
+    let want = 2 * threads.max(1);
+    if col_blocks >= want || m <= TASK_ROWS_MIN {
+        return (m.max(1), TASK_COLS);
+    }
+    let row_blocks = want.div_ceil(col_blocks).min(m.div_ceil(TASK_ROWS_MIN));
+    let rows = m.div_ceil(row_blocks).next_multiple_of(TASK_ROWS_MIN).min(m);
+    (rows.max(1), TASK_COLS)
+}
+
+/// `C [m, n] = A [m, k] x B [k, n]` (`B`, `C` row-major with row strides `ldb`, `ldc`; `A` any
+/// strides) on rayon's pool, in the blocks [`task_split`] gives; small products run on the calling
+/// thread. Each task runs [`matmul_into`] on its block, so the result is the same bit for bit
+/// whatever the thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_par(m: usize, k: usize, a: View, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, n: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(n <= ldc && (m - 1) * ldc + n <= c.len(), "matmul_par: C is too short");
+    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "matmul_par: A is too short");
+    let (rows, cols) = task_split(m, n, 1, rayon::current_num_threads());
+    let (rb, cb) = (m.div_ceil(rows), n.div_ceil(cols));
+    let packed = if rb * cb > 1 { PackedA::new(m, k, a, n) } else { None };
+    let out = SendPtr(c.as_mut_ptr());
+    let task = |t: usize| {
+        let (i0, j0) = ((t / cb) * rows, (t % cb) * cols);
+        let (i1, j1) = ((i0 + rows).min(m), (j0 + cols).min(n));
+        // SAFETY: task t writes rows [i0, i1) x columns [j0, j1) of C only; the blocks of the
+        // tasks are disjoint and inside `c` (checked above).
+        let cs = unsafe { std::slice::from_raw_parts_mut(out.get().add(i0 * ldc), (i1 - i0 - 1) * ldc + n) };
+        let sub = View { data: &a.data[i0 * a.rs..], rs: a.rs, cs: a.cs };
+        matmul_into_pre(packed.as_ref(), i0, i1 - i0, k, sub, b, ldb, cs, ldc, j0, j1);
+    };
+    if rb * cb == 1 || m * n * k < 1 << 16 {
+        (0..rb * cb).for_each(task);
+    } else {
+        (0..rb * cb).into_par_iter().for_each(task);
+    }
+}
+
 /// `C [m, n] = A [m, k] x B [n, k]^T` with `A` and `B` row-major (row strides `lda`, `ldb`); the
 /// result is row-major `[m, n]`. The inner dimension is split across threads.
 pub fn matmul_bt(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize) -> Vec<f32> {
@@ -541,12 +678,10 @@ mod x86_512 {
     use std::arch::x86_64::*;
 
     use super::View;
-    use super::x86::{PACK_MIN_INNER, PACK_MIN_ROWS};
+    pub(super) use super::x86::{PACK_MIN_INNER, PACK_MIN_ROWS};
 
     const MR: usize = 12;
     const NR: usize = 32;
-    /// A packed `KC x 32` slice of `B` is 16 KiB: it stays in L1 beside the streamed rows of `A`.
-    const KC: usize = 128;
 
     /// Lane masks of the two 16-lane halves of a `width`-wide (< 32) block.
     fn tail_masks(width: usize) -> (__mmask16, __mmask16) {
@@ -590,10 +725,25 @@ mod x86_512 {
     }
 
     thread_local! {
-        static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static PACK: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        pub(super) static PACK_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// The packed path for tall `A` with a long inner dimension (see `x86::packed_cols`).
+    /// Rows of a packed panel of `A`: 14 x 32 accumulators fill 28 of the 32 zmm registers (two
+    /// for `B`, one broadcast, one spare); 14 x 32 ran at 85 % of the FMA peak on this machine's
+    /// core with the inner loop unrolled 4x, against 80 % for 12 x 32.
+    pub(super) const PMR: usize = 14;
+    /// Inner-dimension depth of one packed slice: a `KPC x 32` panel of `B` (32 KiB) and a
+    /// `14 x KPC` panel of `A` (14 KiB) share the 48 KiB L1.
+    pub(super) const KPC: usize = 256;
+
+    /// The packed path for tall `A` with a long inner dimension, in the BLIS layout: for each
+    /// `KPC`-deep slice of the inner dimension, `A`'s rows are packed once into `14 x KPC` panels
+    /// (14 consecutive floats per inner index: the micro-kernel broadcasts from one stream) and
+    /// `B`'s columns `[j0, j1)` into `KPC x 32` panels (read row by row, each row's slice
+    /// contiguous, so the hardware prefetcher follows), zero-padded so the micro-kernel's loads of
+    /// `B` need no mask. Each element of `C` is still the sum over the inner index in order (each
+    /// slice is added to the stored block), so the result is the in-place path's, bit for bit.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn packed_cols(
@@ -607,35 +757,220 @@ mod x86_512 {
         j0: usize,
         j1: usize,
     ) {
-        PACK.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.resize(KC * NR, 0.0);
-            let mut j = j0;
-            while j < j1 {
-                let width = (j1 - j).min(NR);
-                let masks = tail_masks(width);
-                let mut p0 = 0;
-                while p0 < k {
-                    let kc = (k - p0).min(KC);
-                    for (p, dst) in buf.chunks_exact_mut(NR).take(kc).enumerate() {
-                        let src = &b[(p0 + p) * ldb + j..(p0 + p) * ldb + j + width];
-                        dst[..width].copy_from_slice(src);
-                        dst[width..].fill(0.0);
-                    }
-                    let ap = View { data: &a.data[p0 * a.cs..], rs: a.rs, cs: a.cs };
-                    let mut i = 0;
-                    while i < m {
-                        let rows = (m - i).min(MR);
-                        // SAFETY: rows i..i+rows < m and inner indices p0..p0+kc < k of A; the
-                        // packed slice holds kc x 32; C's block at (i, j) is masked past j1.
-                        unsafe { micro(rows, kc, ap, i, buf.as_ptr(), NR, c, n, j, masks, p0 > 0) };
-                        i += MR;
-                    }
-                    p0 += kc;
-                }
-                j += NR;
+        PACK.with(|bufs| {
+            let mut bufs = bufs.borrow_mut();
+            let (pa, pb) = &mut *bufs;
+            if j1 - j0 < PACK_A_MIN_COLS {
+                // SAFETY: bounds as for the caller.
+                unsafe { packed_b_cols(m, n, k, a, b, ldb, c, j0, j1, pb) };
+                return;
             }
+            pack_a_into(m, k, a, pa);
+            // SAFETY: `pa` holds A packed for m x k (just above); bounds as for the caller.
+            unsafe { packed_cols_pre(pa, m.div_ceil(PMR), 0, m, n, k, b, ldb, c, j0, j1, pb) };
         });
+    }
+
+    /// Below this many columns, packing `A` costs more than it saves (each element of `A` is
+    /// used once per column: ResNet-18's last stage at batch 1 has 49): `A` is read in place.
+    pub(super) const PACK_A_MIN_COLS: usize = 256;
+
+    /// The packed path for few columns: `B`'s `KPC x 32` panels packed (zero-padded), `A`'s rows
+    /// read in place (12 row streams, each contiguous when `A` is row-major).
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn packed_b_cols(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: View,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        j0: usize,
+        j1: usize,
+        pb: &mut Vec<f32>,
+    ) {
+        let jpanels = (j1 - j0).div_ceil(NR);
+        pb.resize(jpanels * NR * KPC, 0.0);
+        for p0 in (0..k).step_by(KPC) {
+            let kc = (k - p0).min(KPC);
+            pack_b(b, ldb, p0, kc, j0, j1, pb);
+            let ap = View { data: &a.data[p0 * a.cs..], rs: a.rs, cs: a.cs };
+            for jp in 0..jpanels {
+                let j = j0 + jp * NR;
+                let masks = tail_masks((j1 - j).min(NR));
+                let bp = pb[jp * kc * NR..][..kc * NR].as_ptr();
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min(MR);
+                    // SAFETY: rows i..i+rows < m and inner indices p0..p0+kc < k of A; the B
+                    // panel holds kc x 32; C's block at (i, j) is masked past j1.
+                    unsafe { micro(rows, kc, ap, i, bp, NR, c, n, j, masks, p0 > 0) };
+                    i += MR;
+                }
+            }
+        }
+    }
+
+    /// `B [p0..p0+kc, j0..j1]` as `kc x 32` panels, zero-padded, into `pb`.
+    fn pack_b(b: &[f32], ldb: usize, p0: usize, kc: usize, j0: usize, j1: usize, pb: &mut [f32]) {
+        for p in 0..kc {
+            let row = &b[(p0 + p) * ldb + j0..(p0 + p) * ldb + j1];
+            for (jp, src) in row.chunks(NR).enumerate() {
+                let dst = &mut pb[(jp * kc + p) * NR..(jp * kc + p + 1) * NR];
+                dst[..src.len()].copy_from_slice(src);
+                dst[src.len()..].fill(0.0);
+            }
+        }
+    }
+
+    /// `A [m, k]` in the packed layout: for each `KPC`-deep slice `s` of the inner dimension and
+    /// each panel `ip` of 14 rows, `kc x 14` floats at `(s * panels + ip) * 14 * KPC` (inner
+    /// index major, rows past `m` zero).
+    pub(super) fn pack_a_into(m: usize, k: usize, a: View, out: &mut Vec<f32>) {
+        let panels = m.div_ceil(PMR);
+        out.clear();
+        out.resize(k.div_ceil(KPC) * panels * PMR * KPC, 0.0);
+        for (s, p0) in (0..k).step_by(KPC).enumerate() {
+            let kc = (k - p0).min(KPC);
+            for ip in 0..panels {
+                let panel = &mut out[(s * panels + ip) * PMR * KPC..][..PMR * kc];
+                for r in 0..(m - ip * PMR).min(PMR) {
+                    let base = (ip * PMR + r) * a.rs + p0 * a.cs;
+                    if a.cs == 1 {
+                        for (d, &v) in panel.chunks_exact_mut(PMR).zip(&a.data[base..base + kc]) {
+                            d[r] = v;
+                        }
+                    } else {
+                        for (p, d) in panel.chunks_exact_mut(PMR).enumerate() {
+                            d[r] = a.data[base + p * a.cs];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows `[14 * ip0, 14 * ip0 + m)` of `C`, columns `[j0, j1)`, from `A` packed by
+    /// [`pack_a_into`] (`panels` panels in all) and `B` packed here (into `pb`): `c` starts at the
+    /// block's first row.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn packed_cols_pre(
+        pa: &[f32],
+        panels: usize,
+        ip0: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        j0: usize,
+        j1: usize,
+        pb: &mut Vec<f32>,
+    ) {
+        let cols = j1 - j0;
+        let jpanels = cols.div_ceil(NR);
+        pb.resize(jpanels * NR * KPC, 0.0);
+        for (s, p0) in (0..k).step_by(KPC).enumerate() {
+            let kc = (k - p0).min(KPC);
+            pack_b(b, ldb, p0, kc, j0, j1, pb);
+            for jp in 0..jpanels {
+                let j = j0 + jp * NR;
+                let masks = tail_masks((j1 - j).min(NR));
+                let bp = pb[jp * kc * NR..].as_ptr();
+                for ip in 0..m.div_ceil(PMR) {
+                    let rows = (m - ip * PMR).min(PMR);
+                    let ap = pa[((s * panels) + ip0 + ip) * PMR * KPC..][..PMR * kc].as_ptr();
+                    // SAFETY: the A panel holds kc x 14 floats (sliced above), the B panel kc x
+                    // 32; C's block at (ip*14, j) has `rows` rows inside C, masked past j1.
+                    unsafe { micro_packed(rows, kc, ap, bp, c, n, ip * PMR, j, masks, p0 > 0) };
+                }
+            }
+        }
+    }
+
+    /// A `rows x 32` block of `C` (rows <= 14) at `(i, j)` from a packed `14 x k` panel of `A`
+    /// and a packed `k x 32` panel of `B`; lanes outside `masks` of `C` are neither read nor
+    /// written; with `accumulate`, the block is added to `C` instead of stored.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn micro_packed(
+        rows: usize,
+        k: usize,
+        ap: *const f32,
+        bp: *const f32,
+        c: &mut [f32],
+        n: usize,
+        i: usize,
+        j: usize,
+        masks: (__mmask16, __mmask16),
+        accumulate: bool,
+    ) {
+        unsafe {
+            let cp = c.as_mut_ptr().add(i * n + j);
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match rows {
+                        $($r => micro_packed_rows::<$r>(k, ap, bp, cp, n, masks, accumulate),)*
+                        _ => unreachable!("a packed block has 1 to 14 rows"),
+                    }
+                };
+            }
+            go!(14 13 12 11 10 9 8 7 6 5 4 3 2 1)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn micro_packed_rows<const R: usize>(
+        k: usize,
+        mut ap: *const f32,
+        mut bp: *const f32,
+        cp: *mut f32,
+        n: usize,
+        (m0, m1): (__mmask16, __mmask16),
+        accumulate: bool,
+    ) {
+        unsafe {
+            let mut acc0 = [_mm512_setzero_ps(); R];
+            let mut acc1 = [_mm512_setzero_ps(); R];
+            if accumulate {
+                for r in 0..R {
+                    acc0[r] = _mm512_maskz_loadu_ps(m0, cp.add(r * n));
+                    acc1[r] = _mm512_maskz_loadu_ps(m1, cp.add(r * n + 16));
+                }
+            }
+            macro_rules! step {
+                () => {{
+                    let b0 = _mm512_loadu_ps(bp);
+                    let b1 = _mm512_loadu_ps(bp.add(16));
+                    for r in 0..R {
+                        let av = _mm512_set1_ps(*ap.add(r));
+                        acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+                        acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+                    }
+                    bp = bp.add(NR);
+                    ap = ap.add(PMR);
+                }};
+            }
+            for _ in 0..k / 4 {
+                step!();
+                step!();
+                step!();
+                step!();
+            }
+            for _ in 0..k % 4 {
+                step!();
+            }
+            for r in 0..R {
+                _mm512_mask_storeu_ps(cp.add(r * n), m0, acc0[r]);
+                _mm512_mask_storeu_ps(cp.add(r * n + 16), m1, acc1[r]);
+            }
+        }
     }
 
     /// A `rows x 32` block of `C` (rows <= 12) at `(i, j)`: `bp` points at the block's first
@@ -794,6 +1129,29 @@ mod tests {
                         assert!(same, "{path:?} and {first:?} differ on {m}x{n}x{k}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn prepacked_a_and_parallel_blocks_give_the_plain_product_bit_for_bit() {
+        // Shapes around the packed path's thresholds (24 rows, 128 inner), its 14-row panels,
+        // 256-deep slices and 32-wide column panels, and the task split's 56-row blocks.
+        for &(m, k, n) in &[(24, 128, 1), (30, 300, 70), (57, 513, 100), (14, 256, 33), (130, 129, 49), (512, 600, 9)] {
+            let a = values(m * k, 3);
+            let b = values(k * n, 4);
+            let mut want = vec![0.0; m * n];
+            matmul_into(m, k, View { data: &a, rs: k, cs: 1 }, &b, n, &mut want, n, 0, n);
+            let mut got = vec![0.0; m * n];
+            matmul_par(m, k, View { data: &a, rs: k, cs: 1 }, &b, n, &mut got, n, n);
+            assert_eq!(got, want, "matmul_par {m}x{k}x{n}");
+            let packed = PackedA::new(m, k, View { data: &a, rs: k, cs: 1 }, 256);
+            for i0 in (0..m).step_by(PackedA::PANEL_ROWS * 2) {
+                let rows = (m - i0).min(PackedA::PANEL_ROWS * 3);
+                let mut got = vec![f32::NAN; rows * n];
+                let sub = View { data: &a[i0 * k..], rs: k, cs: 1 };
+                matmul_into_pre(packed.as_ref(), i0, rows, k, sub, &b, n, &mut got, n, 0, n);
+                assert_eq!(got, want[i0 * n..(i0 + rows) * n], "rows {i0}.. of {m}x{k}x{n}");
             }
         }
     }

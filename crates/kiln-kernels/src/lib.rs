@@ -74,6 +74,7 @@ pub mod dense;
 pub mod depthwise_cpu;
 mod extension;
 pub mod gemm;
+pub mod peak;
 mod norm_act;
 pub mod norm_act_cpu;
 pub mod pool;
