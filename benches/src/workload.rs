@@ -186,12 +186,12 @@ pub fn standard(dataset_dir: Option<&str>) -> Vec<Workload> {
         v.push(op("upsample bilinear x2", OpKind::Upsample, [8, 64, 56, 56], backward));
         v.push(op("channel_shuffle g2", OpKind::ChannelShuffle, [8, 116, 28, 28], backward));
     }
-    for model in ["mobilenet_v2", "resnet18", "shufflenet_v2_x1_0"] {
+    for model in ["mobilenet_v2", "resnet18", "resnet50", "shufflenet_v2_x1_0"] {
         for batch in [1, 8] {
             v.push(Workload {
                 name: format!("{model} fwd b{batch} @224"),
                 group: "model".into(),
-                heavy: false,
+                heavy: model == "resnet50" && batch == 8,
                 spec: Spec::ModelFwd {
                     model: model.into(),
                     batch,
@@ -211,6 +211,19 @@ pub fn standard(dataset_dir: Option<&str>) -> Vec<Workload> {
             batch: 32,
             input: [1, 28, 28],
             num_classes: 10,
+            width_mult: 1.0,
+            lr: 0.01,
+        },
+    });
+    v.push(Workload {
+        name: "resnet18 train step b8 112x112".into(),
+        group: "train".into(),
+        heavy: true,
+        spec: Spec::TrainStep {
+            model: "resnet18".into(),
+            batch: 8,
+            input: [3, 112, 112],
+            num_classes: 1000,
             width_mult: 1.0,
             lr: 0.01,
         },

@@ -72,8 +72,8 @@ def build_model(w):
 
     if name == "mobilenet_v2":
         return tvm.mobilenet_v2(width_mult=width, num_classes=classes)
-    if name == "resnet18":
-        return tvm.resnet18(num_classes=classes)
+    if name in ("resnet18", "resnet50"):
+        return getattr(tvm, name)(num_classes=classes)
     if name == "mobilenet_v3_small":
         return tvm.mobilenet_v3_small(num_classes=classes)
     if name.startswith("shufflenet_v2_"):

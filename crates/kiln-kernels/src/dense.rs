@@ -190,6 +190,80 @@ fn im2col_rows(g: &Geom, x: &[f32]) -> Vec<f32> {
     cols
 }
 
+/// `x`'s patches as the packed `B` panels of [`gemm::matmul_panels`], image by image: for image
+/// `n` and 32-wide panel `jp` of its `P` output positions, patch row `k`'s 32 values at
+/// `((n * JP + jp) * K + k) * 32` (`JP = ceil(P / 32)`; zero for padding and past `P`). Every
+/// element is written once (no zero-filled allocation, no second copy into panels).
+fn im2col_panels(g: &Geom, x: &[f32]) -> Vec<f32> {
+    const NR: usize = gemm::PANEL_COLS;
+    let (k, p, ow, s) = (g.k(), g.p(), g.ow, g.stride[1]);
+    let (plane, jpn) = (g.cin * g.h * g.w, p.div_ceil(NR));
+    let len = g.n * jpn * k * NR;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(k * NR).enumerate().for_each(|(t, chunk)| {
+        let (n, jp) = (t / jpn, t % jpn);
+        let xs = &x[n * plane..(n + 1) * plane];
+        let (q0, q1) = (jp * NR, ((jp + 1) * NR).min(p));
+        for (kk, dst) in chunk.chunks_exact_mut(NR).enumerate() {
+            let (ci, rest) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+            let (ki, kj) = (rest / g.kw, rest % g.kw);
+            let (lo, hi, off) = g.cols(kj);
+            for d in dst.iter_mut() {
+                d.write(0.0);
+            }
+            let mut q = q0;
+            while q < q1 {
+                let (oh, a) = (q / ow, q % ow);
+                let b = (a + (q1 - q)).min(ow);
+                let iy = (oh * g.stride[0] + ki * g.dil[0]) as isize - g.pad[0] as isize;
+                let (a2, b2) = (a.max(lo), b.min(hi));
+                if iy >= 0 && (iy as usize) < g.h && a2 < b2 {
+                    let row = (ci * g.h + iy as usize) * g.w;
+                    let start = (row as isize + (a2 * s) as isize + off) as usize;
+                    let dst = &mut dst[q - q0 + (a2 - a)..q - q0 + (b2 - a)];
+                    if s == 1 {
+                        for (d, &v) in dst.iter_mut().zip(&xs[start..start + (b2 - a2)]) {
+                            d.write(v);
+                        }
+                    } else {
+                        for (d, &v) in dst.iter_mut().zip(xs[start..].iter().step_by(s)) {
+                            d.write(v);
+                        }
+                    }
+                }
+                q += b - a;
+            }
+        }
+    });
+    // SAFETY: every chunk of `k * 32` elements, and every element of each, was written above.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// The forward pass through [`im2col_panels`] and [`gemm::matmul_panels`] (AVX-512, enough
+/// columns for packing `W` to pay); `None` where the packed path does not apply.
+fn forward_panels(g: &Geom, cout: usize, w: &[f32], x: &[f32]) -> Option<Vec<f32>> {
+    let (k, p) = (g.k(), g.p());
+    let packed = gemm::PackedA::new(cout, k, View { data: w, rs: k, cs: 1 }, g.n * p)?;
+    let panels = im2col_panels(g, x);
+    let jpn = p.div_ceil(gemm::PANEL_COLS);
+    let mut y = vec![0.0f32; g.n * cout * p];
+    let (rows, tcols) = gemm::task_split(cout, p, g.n, rayon::current_num_threads());
+    let (rb, cb) = (cout.div_ceil(rows), p.div_ceil(tcols).max(1));
+    let out = SendPtr(y.as_mut_ptr());
+    (0..g.n * rb * cb).into_par_iter().for_each(|t| {
+        let (n, r, b) = (t / (rb * cb), (t / cb) % rb, t % cb);
+        let (i0, i1) = (r * rows, ((r + 1) * rows).min(cout));
+        let (j0, j1) = (b * tcols, ((b + 1) * tcols).min(p));
+        // SAFETY: task (n, r, b) writes only rows [i0, i1) x columns [j0, j1) of image n's
+        // [Cout, P] block of `y`; the tasks' blocks are disjoint.
+        let c = unsafe { std::slice::from_raw_parts_mut(out.get().add(n * cout * p + i0 * p), (i1 - i0) * p) };
+        let bp = &panels[n * jpn * k * gemm::PANEL_COLS..(n + 1) * jpn * k * gemm::PANEL_COLS];
+        gemm::matmul_panels(&packed, i0, i1 - i0, k, bp, c, p, j0, j1);
+    });
+    Some(y)
+}
+
 /// Adds `dcols` (`[K, P]` for one image, row stride `ld`) back into that image's `d`
 /// `[Cin, H, W]` (the adjoint of [`im2col_rows`]).
 fn col2im_image(g: &Geom, dcols: &[f32], ld: usize, d: &mut [f32]) {
@@ -281,6 +355,12 @@ macro_rules! cpu_impl {
                     return <Self as ModuleOps<Self>>::conv2d(x, weight, None, options);
                 }
                 let x_dims = Self::dims4(&x);
+                let w_shape = Self::dims4(&weight);
+                let g = Geom::new(x_dims, w_shape, &options);
+                let y = Self::with_f32(&x, |xs| Self::with_f32(&weight, |w| forward_panels(&g, w_shape[0], w, xs)));
+                if let Some(y) = y {
+                    return Self::from_f32(y, &[g.n, w_shape[0], g.oh, g.ow]);
+                }
                 let cols = Self::dense_im2col(x, weight.clone(), options.clone());
                 Self::dense_conv2d_cols(cols, weight, x_dims, options)
             }

@@ -255,6 +255,40 @@ pub fn matmul_into_pre(
     });
 }
 
+/// Columns per packed panel of `B` ([`matmul_panels`]).
+pub const PANEL_COLS: usize = 32;
+
+/// Columns `[j0, j1)` (`j0` a multiple of [`PANEL_COLS`]) of rows `[i0, i0 + m)` of
+/// `C = A x B`, with `A` pre-packed and `B` given as packed panels: panel `jp` (columns
+/// `32 jp .. 32 jp + 32`) holds `k x 32` floats at `jp * k * 32`, zero past the last column (the
+/// dense convolution's im2col writes this layout directly, so no copy of `B` is made). `c` starts
+/// at row `i0`, row stride `ldc`. Same result as [`matmul_into`], bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_panels(
+    packed: &PackedA,
+    i0: usize,
+    m: usize,
+    k: usize,
+    panels: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    j0: usize,
+    j1: usize,
+) {
+    if m == 0 || j1 <= j0 {
+        return;
+    }
+    assert!(packed.k == k && i0 + m <= packed.m, "matmul_panels: rows or inner dimension do not match the packing");
+    assert!(i0 % PackedA::PANEL_ROWS == 0 && j0 % PANEL_COLS == 0, "matmul_panels: blocks must start at panel boundaries");
+    assert!(j1.div_ceil(PANEL_COLS) * k * PANEL_COLS <= panels.len(), "matmul_panels: B's panels are too short");
+    assert!(j1 <= ldc && (m - 1) * ldc + j1 <= c.len(), "matmul_panels: C is too short");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a `PackedA` exists only on a CPU with AVX-512F; every bound is checked above.
+    unsafe {
+        x86_512::panels_cols(&packed.data, packed.m.div_ceil(PackedA::PANEL_ROWS), i0 / PackedA::PANEL_ROWS, m, ldc, k, panels, c, j0, j1)
+    };
+}
+
 /// Columns of `C` per parallel task of [`matmul_par`] (and of the dense convolution's forward).
 pub const TASK_COLS: usize = 512;
 
@@ -813,14 +847,32 @@ mod x86_512 {
         }
     }
 
-    /// `B [p0..p0+kc, j0..j1]` as `kc x 32` panels, zero-padded, into `pb`.
+    /// `B [p0..p0+kc, j0..j1]` as `kc x 32` panels, zero-padded, into `pb` (two zmm moves per
+    /// 32-wide row slice; `copy_from_slice` here was a `memmove` call per 128 bytes).
+    #[target_feature(enable = "avx512f")]
     fn pack_b(b: &[f32], ldb: usize, p0: usize, kc: usize, j0: usize, j1: usize, pb: &mut [f32]) {
+        if kc == 0 || j1 <= j0 {
+            return;
+        }
+        let (full, tail) = ((j1 - j0) / NR, (j1 - j0) % NR);
+        assert!((p0 + kc - 1) * ldb + j1 <= b.len(), "pack_b: B is too short");
+        assert!(pb.len() >= (j1 - j0).div_ceil(NR) * kc * NR, "pack_b: the buffer is too short");
+        let masks = tail_masks(tail);
         for p in 0..kc {
-            let row = &b[(p0 + p) * ldb + j0..(p0 + p) * ldb + j1];
-            for (jp, src) in row.chunks(NR).enumerate() {
-                let dst = &mut pb[(jp * kc + p) * NR..(jp * kc + p + 1) * NR];
-                dst[..src.len()].copy_from_slice(src);
-                dst[src.len()..].fill(0.0);
+            // SAFETY: row p0+p of B holds columns j0..j1 (asserted above); panel jp's row p is
+            // inside `pb` (asserted above); the tail's lanes past `tail` are masked off.
+            unsafe {
+                let src = b.as_ptr().add((p0 + p) * ldb + j0);
+                for jp in 0..full {
+                    let d = pb.as_mut_ptr().add((jp * kc + p) * NR);
+                    _mm512_storeu_ps(d, _mm512_loadu_ps(src.add(jp * NR)));
+                    _mm512_storeu_ps(d.add(16), _mm512_loadu_ps(src.add(jp * NR + 16)));
+                }
+                if tail > 0 {
+                    let d = pb.as_mut_ptr().add((full * kc + p) * NR);
+                    _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(masks.0, src.add(full * NR)));
+                    _mm512_storeu_ps(d.add(16), _mm512_maskz_loadu_ps(masks.1, src.add(full * NR + 16)));
+                }
             }
         }
     }
@@ -886,6 +938,38 @@ mod x86_512 {
                     let ap = pa[((s * panels) + ip0 + ip) * PMR * KPC..][..PMR * kc].as_ptr();
                     // SAFETY: the A panel holds kc x 14 floats (sliced above), the B panel kc x
                     // 32; C's block at (ip*14, j) has `rows` rows inside C, masked past j1.
+                    unsafe { micro_packed(rows, kc, ap, bp, c, n, ip * PMR, j, masks, p0 > 0) };
+                }
+            }
+        }
+    }
+
+    /// [`super::matmul_panels`]: `A` packed by [`pack_a_into`], `B` as `k x 32` panels.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn panels_cols(
+        pa: &[f32],
+        panels: usize,
+        ip0: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        pb: &[f32],
+        c: &mut [f32],
+        j0: usize,
+        j1: usize,
+    ) {
+        for (s, p0) in (0..k).step_by(KPC).enumerate() {
+            let kc = (k - p0).min(KPC);
+            for jp in j0 / NR..j1.div_ceil(NR) {
+                let j = jp * NR;
+                let masks = tail_masks((j1 - j).min(NR));
+                let bp = pb[(jp * k + p0) * NR..][..kc * NR].as_ptr();
+                for ip in 0..m.div_ceil(PMR) {
+                    let rows = (m - ip * PMR).min(PMR);
+                    let ap = pa[((s * panels) + ip0 + ip) * PMR * KPC..][..PMR * kc].as_ptr();
+                    // SAFETY: the A panel holds kc x 14 floats and the B panel kc x 32 (sliced
+                    // above); C's block at (ip*14, j) has `rows` rows inside C, masked past j1.
                     unsafe { micro_packed(rows, kc, ap, bp, c, n, ip * PMR, j, masks, p0 > 0) };
                 }
             }
@@ -1153,6 +1237,34 @@ mod tests {
                 matmul_into_pre(packed.as_ref(), i0, rows, k, sub, &b, n, &mut got, n, 0, n);
                 assert_eq!(got, want[i0 * n..(i0 + rows) * n], "rows {i0}.. of {m}x{k}x{n}");
             }
+        }
+    }
+
+    #[test]
+    fn b_panels_give_the_plain_product_bit_for_bit() {
+        for &(m, k, n) in &[(24, 128, 1), (30, 300, 70), (57, 513, 100), (64, 576, 33)] {
+            let Some(packed) = PackedA::new(m, k, View { data: &values(m * k, 5), rs: k, cs: 1 }, 256) else {
+                eprintln!("no AVX-512F here: matmul_panels is not used");
+                return;
+            };
+            let a = values(m * k, 5);
+            let b = values(k * n, 6);
+            let mut want = vec![0.0; m * n];
+            matmul_into(m, k, View { data: &a, rs: k, cs: 1 }, &b, n, &mut want, n, 0, n);
+            let jp = n.div_ceil(PANEL_COLS);
+            let mut panels = vec![0.0; jp * k * PANEL_COLS];
+            for p in 0..k {
+                for j in 0..n {
+                    panels[((j / PANEL_COLS) * k + p) * PANEL_COLS + j % PANEL_COLS] = b[p * n + j];
+                }
+            }
+            let mut got = vec![f32::NAN; m * n];
+            for j0 in (0..n).step_by(2 * PANEL_COLS) {
+                let j1 = (j0 + 2 * PANEL_COLS).min(n);
+                matmul_panels(&packed, 0, 14.min(m), k, &panels, &mut got, n, j0, j1);
+                matmul_panels(&packed, 14, m - 14, k, &panels, &mut got[14 * n..], n, j0, j1);
+            }
+            assert_eq!(got, want, "{m}x{k}x{n}");
         }
     }
 

@@ -279,14 +279,17 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 const DENSE_MAX_COLS: usize = 8 << 20;
 
 /// Whether `conv` on `x` takes [`dense_conv2d`], and in slices of how many images: one group,
-/// not `1 x 1`, kernels on the device, `f32`, and a patch matrix of at most [`DENSE_MAX_COLS`]
+/// not `1 x 1` under autodiff, kernels on the device, `f32`, and a patch matrix of at most [`DENSE_MAX_COLS`]
 /// elements per slice. kiln's dense forward is one matrix product per slice where flex computes
 /// one small product per image (ResNet-18 @224, batch 1: 247 -> 124 ms); its backward is faster
 /// than Burn's for small convolutions (LeNet-5).
 fn dense_chunk(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
     let [_, cin, h, w] = x.dims();
     let [_, wc, kh, kw] = conv.weight.dims();
-    if conv.groups != 1 || wc != cin || [kh, kw] == [1, 1] {
+    // `1 x 1` convolutions take it in inference (the AVX-512 GEMM beats flex's AVX2 one:
+    // ResNet-50's bottlenecks); under autodiff they stay on the matmul path or Burn's (their
+    // backward through a patch matrix would copy the input for nothing).
+    if conv.groups != 1 || wc != cin || ([kh, kw] == [1, 1] && x.device().is_autodiff()) {
         return None;
     }
     let (oh, ow) = (h.div_ceil(conv.stride[0].max(1)), w.div_ceil(conv.stride[1].max(1)));

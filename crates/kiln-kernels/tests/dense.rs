@@ -79,3 +79,38 @@ fn conv2d_module_takes_the_dense_path_under_autodiff() {
         assert_close(&format!("{name} plain"), kiln_kernels::conv2d(&plain, x.clone()), plain.forward(x));
     }
 }
+
+/// Inference (no autodiff) with enough output channels, patch rows and columns for the AVX-512
+/// path that writes im2col straight into the GEMM's packed panels: odd positions (panel tails),
+/// padding, strides, dilation and a strided 1x1 convolution.
+const PANEL_CASES: &[Case] = &[
+    ([2, 16, 13, 11], [30, 16, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+    ([2, 15, 20, 17], [40, 15, 3, 3], [2, 1], [(2, 0), (1, 2)], [2, 1]),
+    ([4, 130, 15, 15], [32, 130, 1, 1], [2, 2], [(0, 0), (0, 0)], [1, 1]),
+    ([1, 64, 16, 16], [64, 64, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+];
+
+#[test]
+fn inference_forward_matches_burn_and_the_training_path() {
+    for (name, base) in devices() {
+        for (i, &(xs, ws, stride, padding, dilation)) in PANEL_CASES.iter().enumerate() {
+            let what = format!("{name} panel case {i}");
+            let opts = ConvOptions::new_with_padding(stride, padding, dilation, 1);
+            let (x, w, b) = (tensor(xs, 11 + i as u64, &base), tensor(ws, 12 + i as u64, &base), tensor([ws[0]], 13, &base));
+            let want = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), opts.clone());
+            let got = kiln_kernels::dense_conv2d(x.clone(), w.clone(), Some(b.clone()), opts.clone());
+            assert_close(&format!("{what} forward"), got.clone(), want);
+            // The training path (patch matrix kept for the backward, then the product) gives the
+            // same values bit for bit: the same sums in the same order.
+            let ad = base.clone().autodiff();
+            let tracked = kiln_kernels::dense_conv2d(
+                tensor(xs, 11 + i as u64, &ad).require_grad(),
+                tensor(ws, 12 + i as u64, &ad).require_grad(),
+                Some(tensor([ws[0]], 13, &ad)),
+                opts,
+            )
+            .inner();
+            assert_eq!(got.into_data(), tracked.into_data(), "{what}: inference and training forward differ");
+        }
+    }
+}
