@@ -195,7 +195,7 @@ impl Report {
             .collect()
     }
 
-    /// JSON (the schema in README.md).
+    /// JSON (the schema in docs/zoo.md).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
     }

@@ -131,7 +131,7 @@ struct RunArgs {
 pub enum Format {
     /// Terminal table (like torchinfo).
     Table,
-    /// JSON (schema in README.md).
+    /// JSON (schema in docs/zoo.md).
     Json,
     /// Markdown.
     Md,

@@ -49,7 +49,7 @@ pub(crate) struct TrainArgs {
     /// Stop after this many epochs without validation-loss improvement.
     #[arg(long, value_name = "PATIENCE")]
     early_stopping: Option<usize>,
-    /// Augmentations, e.g. `flip,crop:2,rotate:10,shear:0.1,elastic:8:3,jitter:0.2` (see README).
+    /// Augmentations, e.g. `flip,crop:2,rotate:10,shear:0.1,elastic:8:3,jitter:0.2` (see docs/training.md).
     #[arg(long)]
     augment: Option<String>,
     /// Weight init: default (the model's own) | kaiming | xavier | zeros.
