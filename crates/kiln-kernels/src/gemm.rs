@@ -239,7 +239,6 @@ pub fn matmul_into_pre(
         unsafe {
             x86_512::packed_cols_pre(
                 &pa.data,
-                pa.m.div_ceil(PackedA::PANEL_ROWS),
                 i0 / PackedA::PANEL_ROWS,
                 m,
                 ldc,
@@ -285,30 +284,63 @@ pub fn matmul_panels(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a `PackedA` exists only on a CPU with AVX-512F; every bound is checked above.
     unsafe {
-        x86_512::panels_cols(&packed.data, packed.m.div_ceil(PackedA::PANEL_ROWS), i0 / PackedA::PANEL_ROWS, m, ldc, k, panels, c, j0, j1)
+        x86_512::panels_cols(&packed.data, i0 / PackedA::PANEL_ROWS, m, ldc, k, panels, c, j0, j1)
     };
+}
+
+/// `C [m, n] = A x B` for `A` pre-packed and `B` as panels (see [`matmul_panels`]) on rayon's
+/// pool, in the blocks of [`task_split`]: the dense convolution's forward for one image.
+pub fn matmul_panels_par(packed: &PackedA, panels: &[f32], c: &mut [f32], n: usize) {
+    let (m, k) = (packed.m, packed.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "matmul_panels_par: C is too short");
+    let (rows, cols) = task_split(m, n, 1, rayon::current_num_threads());
+    let (rb, cb) = (m.div_ceil(rows), n.div_ceil(cols));
+    let out = SendPtr(c.as_mut_ptr());
+    (0..rb * cb).into_par_iter().for_each(|t| {
+        let (i0, j0) = ((t / cb) * rows, (t % cb) * cols);
+        let (i1, j1) = ((i0 + rows).min(m), (j0 + cols).min(n));
+        // SAFETY: task t writes rows [i0, i1) x columns [j0, j1) of C only (disjoint blocks).
+        let cs = unsafe { std::slice::from_raw_parts_mut(out.get().add(i0 * n), (i1 - i0) * n) };
+        matmul_panels(packed, i0, i1 - i0, k, panels, cs, n, j0, j1);
+    });
+}
+
+/// `B [k, n]` (row-major, row stride `ldb`) as the panels [`matmul_panels`] reads.
+pub fn pack_b_panels(k: usize, n: usize, b: &[f32], ldb: usize) -> Vec<f32> {
+    let jpn = n.div_ceil(PANEL_COLS);
+    let mut out = vec![0.0; jpn * k * PANEL_COLS];
+    for p in 0..k {
+        for (jp, src) in b[p * ldb..p * ldb + n].chunks(PANEL_COLS).enumerate() {
+            out[(jp * k + p) * PANEL_COLS..][..src.len()].copy_from_slice(src);
+        }
+    }
+    out
 }
 
 /// Columns of `C` per parallel task of [`matmul_par`] (and of the dense convolution's forward).
 pub const TASK_COLS: usize = 512;
 
-/// Rows of `C` per parallel task when a product has too few column blocks to keep every thread
-/// busy (ResNet-18's last stage at batch 1: 49 columns, 512 rows): a multiple of the AVX-512
-/// packed path's 14-row panel.
-const TASK_ROWS_MIN: usize = 56;
-
-/// How [`matmul_par`] splits an `m x n` product over `images` independent products: `(rows,
-/// cols)` per task. Column blocks of [`TASK_COLS`]; when those (times `images`) are fewer than
-/// twice the threads, the rows are split too, into blocks of at least [`TASK_ROWS_MIN`].
+/// How [`matmul_par`] (and the dense convolution's forward) splits an `m x n` product over
+/// `images` independent products: `(rows, cols)` per task. Columns in equal blocks of at most
+/// [`TASK_COLS`], rounded to the packed panels' 32; when those blocks (times `images`) are fewer
+/// than twice the threads, the rows are split too, into equal blocks rounded to the micro-kernel's
+/// row block (14 rows with AVX-512, whose packed panels a block must start on; 6 otherwise), so
+/// ResNet-18's last stage at batch 1 (49 columns, 512 rows) keeps every thread busy.
 pub fn task_split(m: usize, n: usize, images: usize, threads: usize) -> (usize, usize) {
-    let col_blocks = n.div_ceil(TASK_COLS).max(1) * images.max(1);
+    let col_blocks = n.div_ceil(TASK_COLS).max(1);
+    let cols = n.div_ceil(col_blocks).next_multiple_of(PANEL_COLS).min(TASK_COLS).max(1);
     let want = 2 * threads.max(1);
-    if col_blocks >= want || m <= TASK_ROWS_MIN {
-        return (m.max(1), TASK_COLS);
+    let granule = if Path::detect() == Path::Avx512 { PackedA::PANEL_ROWS } else { 6 };
+    let tasks = n.div_ceil(cols).max(1) * images.max(1);
+    if tasks >= want || m <= 2 * granule {
+        return (m.max(1), cols);
     }
-    let row_blocks = want.div_ceil(col_blocks).min(m.div_ceil(TASK_ROWS_MIN));
-    let rows = m.div_ceil(row_blocks).next_multiple_of(TASK_ROWS_MIN).min(m);
-    (rows.max(1), TASK_COLS)
+    let row_blocks = want.div_ceil(tasks).min(m.div_ceil(2 * granule));
+    let rows = m.div_ceil(row_blocks).next_multiple_of(granule).min(m);
+    (rows.max(1), cols)
 }
 
 /// `C [m, n] = A [m, k] x B [k, n]` (`B`, `C` row-major with row strides `ldb`, `ldc`; `A` any
@@ -801,7 +833,7 @@ mod x86_512 {
             }
             pack_a_into(m, k, a, pa);
             // SAFETY: `pa` holds A packed for m x k (just above); bounds as for the caller.
-            unsafe { packed_cols_pre(pa, m.div_ceil(PMR), 0, m, n, k, b, ldb, c, j0, j1, pb) };
+            unsafe { packed_cols_pre(pa, 0, m, n, k, b, ldb, c, j0, j1, pb) };
         });
     }
 
@@ -877,27 +909,23 @@ mod x86_512 {
         }
     }
 
-    /// `A [m, k]` in the packed layout: for each `KPC`-deep slice `s` of the inner dimension and
-    /// each panel `ip` of 14 rows, `kc x 14` floats at `(s * panels + ip) * 14 * KPC` (inner
-    /// index major, rows past `m` zero).
+    /// `A [m, k]` in the packed layout: panel `ip` of 14 rows is `k x 14` floats at
+    /// `ip * 14 * k` (inner index major, rows past `m` zero), so the inner slice `[p0, p0 + kc)`
+    /// of a panel starts at `(ip * k + p0) * 14`.
     pub(super) fn pack_a_into(m: usize, k: usize, a: View, out: &mut Vec<f32>) {
         let panels = m.div_ceil(PMR);
         out.clear();
-        out.resize(k.div_ceil(KPC) * panels * PMR * KPC, 0.0);
-        for (s, p0) in (0..k).step_by(KPC).enumerate() {
-            let kc = (k - p0).min(KPC);
-            for ip in 0..panels {
-                let panel = &mut out[(s * panels + ip) * PMR * KPC..][..PMR * kc];
-                for r in 0..(m - ip * PMR).min(PMR) {
-                    let base = (ip * PMR + r) * a.rs + p0 * a.cs;
-                    if a.cs == 1 {
-                        for (d, &v) in panel.chunks_exact_mut(PMR).zip(&a.data[base..base + kc]) {
-                            d[r] = v;
-                        }
-                    } else {
-                        for (p, d) in panel.chunks_exact_mut(PMR).enumerate() {
-                            d[r] = a.data[base + p * a.cs];
-                        }
+        out.resize(panels * PMR * k, 0.0);
+        for (ip, panel) in out.chunks_exact_mut(PMR * k).enumerate() {
+            for r in 0..(m - ip * PMR).min(PMR) {
+                let base = (ip * PMR + r) * a.rs;
+                if a.cs == 1 {
+                    for (d, &v) in panel.chunks_exact_mut(PMR).zip(&a.data[base..base + k]) {
+                        d[r] = v;
+                    }
+                } else {
+                    for (p, d) in panel.chunks_exact_mut(PMR).enumerate() {
+                        d[r] = a.data[base + p * a.cs];
                     }
                 }
             }
@@ -905,13 +933,12 @@ mod x86_512 {
     }
 
     /// Rows `[14 * ip0, 14 * ip0 + m)` of `C`, columns `[j0, j1)`, from `A` packed by
-    /// [`pack_a_into`] (`panels` panels in all) and `B` packed here (into `pb`): `c` starts at the
+    /// [`pack_a_into`] and `B` packed here (into `pb`): `c` starts at the
     /// block's first row.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn packed_cols_pre(
         pa: &[f32],
-        panels: usize,
         ip0: usize,
         m: usize,
         n: usize,
@@ -926,7 +953,7 @@ mod x86_512 {
         let cols = j1 - j0;
         let jpanels = cols.div_ceil(NR);
         pb.resize(jpanels * NR * KPC, 0.0);
-        for (s, p0) in (0..k).step_by(KPC).enumerate() {
+        for p0 in (0..k).step_by(KPC) {
             let kc = (k - p0).min(KPC);
             pack_b(b, ldb, p0, kc, j0, j1, pb);
             for jp in 0..jpanels {
@@ -935,7 +962,7 @@ mod x86_512 {
                 let bp = pb[jp * kc * NR..].as_ptr();
                 for ip in 0..m.div_ceil(PMR) {
                     let rows = (m - ip * PMR).min(PMR);
-                    let ap = pa[((s * panels) + ip0 + ip) * PMR * KPC..][..PMR * kc].as_ptr();
+                    let ap = pa[((ip0 + ip) * k + p0) * PMR..][..PMR * kc].as_ptr();
                     // SAFETY: the A panel holds kc x 14 floats (sliced above), the B panel kc x
                     // 32; C's block at (ip*14, j) has `rows` rows inside C, masked past j1.
                     unsafe { micro_packed(rows, kc, ap, bp, c, n, ip * PMR, j, masks, p0 > 0) };
@@ -949,7 +976,6 @@ mod x86_512 {
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn panels_cols(
         pa: &[f32],
-        panels: usize,
         ip0: usize,
         m: usize,
         n: usize,
@@ -959,19 +985,19 @@ mod x86_512 {
         j0: usize,
         j1: usize,
     ) {
-        for (s, p0) in (0..k).step_by(KPC).enumerate() {
-            let kc = (k - p0).min(KPC);
-            for jp in j0 / NR..j1.div_ceil(NR) {
-                let j = jp * NR;
-                let masks = tail_masks((j1 - j).min(NR));
-                let bp = pb[(jp * k + p0) * NR..][..kc * NR].as_ptr();
-                for ip in 0..m.div_ceil(PMR) {
-                    let rows = (m - ip * PMR).min(PMR);
-                    let ap = pa[((s * panels) + ip0 + ip) * PMR * KPC..][..PMR * kc].as_ptr();
-                    // SAFETY: the A panel holds kc x 14 floats and the B panel kc x 32 (sliced
-                    // above); C's block at (ip*14, j) has `rows` rows inside C, masked past j1.
-                    unsafe { micro_packed(rows, kc, ap, bp, c, n, ip * PMR, j, masks, p0 > 0) };
-                }
+        // The whole inner dimension per block: C's 14 x 32 block stays in registers, the A panel
+        // (14 x k) and the B panel (k x 32) stream from L2 (measured 2-8 % faster than 256-deep
+        // slices with C reloaded, on ResNet-18's shapes).
+        for jp in j0 / NR..j1.div_ceil(NR) {
+            let j = jp * NR;
+            let masks = tail_masks((j1 - j).min(NR));
+            let bp = pb[jp * k * NR..][..k * NR].as_ptr();
+            for ip in 0..m.div_ceil(PMR) {
+                let rows = (m - ip * PMR).min(PMR);
+                let ap = pa[(ip0 + ip) * k * PMR..][..PMR * k].as_ptr();
+                // SAFETY: the A panel holds k x 14 floats and the B panel k x 32 (sliced above);
+                // C's block at (ip*14, j) has `rows` rows inside C, masked past j1.
+                unsafe { micro_packed(rows, k, ap, bp, c, n, ip * PMR, j, masks, false) };
             }
         }
     }
