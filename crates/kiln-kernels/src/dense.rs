@@ -190,63 +190,82 @@ fn im2col_rows(g: &Geom, x: &[f32]) -> Vec<f32> {
     cols
 }
 
-/// `x`'s patches as the packed `B` panels of [`gemm::matmul_panels`], image by image: for image
-/// `n` and 32-wide panel `jp` of its `P` output positions, patch row `k`'s 32 values at
-/// `((n * JP + jp) * K + k) * 32` (`JP = ceil(P / 32)`; zero for padding and past `P`). Every
-/// element is written once (no zero-filled allocation, no second copy into panels).
-fn im2col_panels(g: &Geom, x: &[f32]) -> Vec<f32> {
+/// One `K x 32` panel of `B` for [`gemm::matmul_panels`]: the patches of output positions
+/// `[q0, q1)` (at most 32) of one image `xs`, patch row `k`'s 32 values at `k * 32`, zero for
+/// padding and past `q1`. Compiled for AVX-512 on x86-64 (the packed path runs only there): the
+/// zero fill and the row copies are zmm moves (`copy_from_slice` here was a `memmove` call per
+/// row segment).
+///
+/// # Safety
+/// On x86-64 the CPU must have AVX-512F.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+unsafe fn fill_panel(g: &Geom, xs: &[f32], q0: usize, q1: usize, chunk: &mut [f32]) {
     const NR: usize = gemm::PANEL_COLS;
-    let (k, p, ow, s) = (g.k(), g.p(), g.ow, g.stride[1]);
-    let (plane, jpn) = (g.cin * g.h * g.w, p.div_ceil(NR));
-    let len = g.n * jpn * k * NR;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len].par_chunks_mut(k * NR).enumerate().for_each(|(t, chunk)| {
-        let (n, jp) = (t / jpn, t % jpn);
-        let xs = &x[n * plane..(n + 1) * plane];
-        let (q0, q1) = (jp * NR, ((jp + 1) * NR).min(p));
-        for (kk, dst) in chunk.chunks_exact_mut(NR).enumerate() {
-            let (ci, rest) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
-            let (ki, kj) = (rest / g.kw, rest % g.kw);
-            let (lo, hi, off) = g.cols(kj);
-            for d in dst.iter_mut() {
-                d.write(0.0);
-            }
-            let mut q = q0;
-            while q < q1 {
-                let (oh, a) = (q / ow, q % ow);
-                let b = (a + (q1 - q)).min(ow);
-                let iy = (oh * g.stride[0] + ki * g.dil[0]) as isize - g.pad[0] as isize;
-                let (a2, b2) = (a.max(lo), b.min(hi));
-                if iy >= 0 && (iy as usize) < g.h && a2 < b2 {
-                    let row = (ci * g.h + iy as usize) * g.w;
-                    let start = (row as isize + (a2 * s) as isize + off) as usize;
-                    let dst = &mut dst[q - q0 + (a2 - a)..q - q0 + (b2 - a)];
-                    if s == 1 {
-                        for (d, &v) in dst.iter_mut().zip(&xs[start..start + (b2 - a2)]) {
-                            d.write(v);
-                        }
-                    } else {
-                        for (d, &v) in dst.iter_mut().zip(xs[start..].iter().step_by(s)) {
-                            d.write(v);
-                        }
+    let (ow, s) = (g.ow, g.stride[1]);
+    for (kk, row) in chunk.chunks_exact_mut(NR).enumerate() {
+        row.fill(0.0);
+        let (ci, rest) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+        let (ki, kj) = (rest / g.kw, rest % g.kw);
+        let (lo, hi, off) = g.cols(kj);
+        let mut q = q0;
+        while q < q1 {
+            let (oh, a) = (q / ow, q % ow);
+            let b = (a + (q1 - q)).min(ow);
+            let iy = (oh * g.stride[0] + ki * g.dil[0]) as isize - g.pad[0] as isize;
+            let (a2, b2) = (a.max(lo), b.min(hi));
+            if iy >= 0 && (iy as usize) < g.h && a2 < b2 {
+                let start = (((ci * g.h + iy as usize) * g.w) as isize + (a2 * s) as isize + off) as usize;
+                let d = &mut row[q - q0 + (a2 - a)..q - q0 + (b2 - a)];
+                if s == 1 {
+                    // SAFETY: AVX-512F is present (this function's contract).
+                    unsafe { copy_run(d, &xs[start..start + (b2 - a2)]) };
+                } else {
+                    for (d, &v) in d.iter_mut().zip(xs[start..].iter().step_by(s)) {
+                        *d = v;
                     }
                 }
-                q += b - a;
             }
+            q += b - a;
         }
-    });
-    // SAFETY: every chunk of `k * 32` elements, and every element of each, was written above.
-    unsafe { out.set_len(len) };
-    out
+    }
 }
 
-/// The forward pass through [`im2col_panels`] and [`gemm::matmul_panels`] (AVX-512, enough
-/// columns for packing `W` to pay); `None` where the packed path does not apply.
+/// `dst.copy_from_slice(src)` for runs of at most 32 values: two masked zmm moves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn copy_run(dst: &mut [f32], src: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = dst.len();
+    assert!(n == src.len() && n <= 32, "copy_run: runs are at most 32 values");
+    let lanes = |w: usize| if w >= 16 { 0xFFFFu16 } else { ((1u32 << w) - 1) as u16 };
+    let (m0, m1) = (lanes(n), lanes(n.saturating_sub(16)));
+    // SAFETY: the masks cover exactly the first `n` lanes, inside both slices (asserted above).
+    unsafe {
+        _mm512_mask_storeu_ps(dst.as_mut_ptr(), m0, _mm512_maskz_loadu_ps(m0, src.as_ptr()));
+        _mm512_mask_storeu_ps(dst.as_mut_ptr().add(16), m1, _mm512_maskz_loadu_ps(m1, src.as_ptr().add(16)));
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn copy_run(dst: &mut [f32], src: &[f32]) {
+    dst.copy_from_slice(src);
+}
+
+thread_local! {
+    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The forward pass as an implicit GEMM on the AVX-512 packed path (enough columns for packing
+/// `W` to pay): each task fills one `K x 32` panel of patches at a time ([`fill_panel`], into a
+/// per-thread buffer that stays in L2) and runs every row panel of `W` over it
+/// ([`gemm::matmul_panels`]), so the patch matrix (58 MB for ResNet-18's first stage at batch 8)
+/// is never written out. `None` where the packed path does not apply.
 fn forward_panels(g: &Geom, cout: usize, w: &[f32], x: &[f32]) -> Option<Vec<f32>> {
+    const NR: usize = gemm::PANEL_COLS;
     let (k, p) = (g.k(), g.p());
     let packed = gemm::PackedA::new(cout, k, View { data: w, rs: k, cs: 1 }, g.n * p)?;
-    let panels = im2col_panels(g, x);
-    let jpn = p.div_ceil(gemm::PANEL_COLS);
+    let plane = g.cin * g.h * g.w;
     let mut y = vec![0.0f32; g.n * cout * p];
     let (rows, tcols) = gemm::task_split(cout, p, g.n, rayon::current_num_threads());
     let (rb, cb) = (cout.div_ceil(rows), p.div_ceil(tcols).max(1));
@@ -255,11 +274,22 @@ fn forward_panels(g: &Geom, cout: usize, w: &[f32], x: &[f32]) -> Option<Vec<f32
         let (n, r, b) = (t / (rb * cb), (t / cb) % rb, t % cb);
         let (i0, i1) = (r * rows, ((r + 1) * rows).min(cout));
         let (j0, j1) = (b * tcols, ((b + 1) * tcols).min(p));
-        // SAFETY: task (n, r, b) writes only rows [i0, i1) x columns [j0, j1) of image n's
-        // [Cout, P] block of `y`; the tasks' blocks are disjoint.
-        let c = unsafe { std::slice::from_raw_parts_mut(out.get().add(n * cout * p + i0 * p), (i1 - i0) * p) };
-        let bp = &panels[n * jpn * k * gemm::PANEL_COLS..(n + 1) * jpn * k * gemm::PANEL_COLS];
-        gemm::matmul_panels(&packed, i0, i1 - i0, k, bp, c, p, j0, j1);
+        let xs = &x[n * plane..(n + 1) * plane];
+        PANEL.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.resize(k * NR, 0.0);
+            for q0 in (j0..j1).step_by(NR) {
+                let q1 = (q0 + NR).min(j1);
+                // SAFETY: the packed path (`PackedA`) exists only on CPUs with AVX-512F.
+                unsafe { fill_panel(g, xs, q0, q1, &mut buf) };
+                // SAFETY: task (n, r, b) writes only rows [i0, i1) x columns [q0, q1) of image
+                // n's [Cout, P] block of `y` (the slice starts at column q0); blocks are disjoint.
+                let c = unsafe {
+                    std::slice::from_raw_parts_mut(out.get().add(n * cout * p + i0 * p + q0), (i1 - i0 - 1) * p + (q1 - q0))
+                };
+                gemm::matmul_panels(&packed, i0, i1 - i0, k, &buf, c, p, 0, q1 - q0);
+            }
+        });
     });
     Some(y)
 }

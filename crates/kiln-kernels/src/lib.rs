@@ -275,6 +275,9 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// Fewest output channels for which a `1 x 1` convolution takes the dense path in inference.
+const POINTWISE_DENSE_MIN_OUT: usize = 64;
+
 /// Largest patch matrix (`N * OH * OW * Cin * kh * kw` elements) the dense backward builds.
 const DENSE_MAX_COLS: usize = 8 << 20;
 
@@ -286,10 +289,12 @@ const DENSE_MAX_COLS: usize = 8 << 20;
 fn dense_chunk(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
     let [_, cin, h, w] = x.dims();
     let [_, wc, kh, kw] = conv.weight.dims();
-    // `1 x 1` convolutions take it in inference (the AVX-512 GEMM beats flex's AVX2 one:
-    // ResNet-50's bottlenecks); under autodiff they stay on the matmul path or Burn's (their
-    // backward through a patch matrix would copy the input for nothing).
-    if conv.groups != 1 || wc != cin || ([kh, kw] == [1, 1] && x.device().is_autodiff()) {
+    // `1 x 1` convolutions take it in inference when they have enough output channels for the
+    // AVX-512 GEMM to repay the copy of the input into its panels (ResNet-50's bottlenecks); with
+    // few (MobileNetV2's 144 -> 24 projections) flex's product on the input in place is faster.
+    // Under autodiff they stay on the matmul path or Burn's.
+    let [cout, ..] = conv.weight.dims();
+    if conv.groups != 1 || wc != cin || ([kh, kw] == [1, 1] && (x.device().is_autodiff() || cout < POINTWISE_DENSE_MIN_OUT)) {
         return None;
     }
     let (oh, ow) = (h.div_ceil(conv.stride[0].max(1)), w.div_ceil(conv.stride[1].max(1)));
