@@ -213,6 +213,9 @@ fn forward_plane(p: &Plan, xs: &[f32], o: &mut [f32]) {
     let (w, ow, sw) = (p.w, p.ow, p.sw);
     for (r, orow) in o.chunks_exact_mut(ow).enumerate() {
         for_taps(p, r, |row, (lo, hi, off)| {
+            if lo >= hi {
+                return;
+            }
             let xrow = &xs[row..row + w];
             let start = ((lo * sw) as isize + off) as usize;
             for (best, &v) in orow[lo..hi].iter_mut().zip(xrow[start..].iter().step_by(sw)) {
