@@ -417,3 +417,46 @@ impl<B: Backend + MaxPoolBackend, C: CheckpointStrategy> MaxPoolBackend for Auto
         Self::from_inner(B::kiln_max_pool2d_argmax(x.into_primitive(), geom))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: every window's maximum over its taps inside the input (`-inf` if none),
+    /// a NaN winning, row-major.
+    fn naive(dims: [usize; 4], g: &PoolGeom, x: &[f32]) -> Vec<f32> {
+        let [n, c, h, w] = dims;
+        let (oh, ow) = (g.out(0, h).unwrap(), g.out(1, w).unwrap());
+        let mut out = vec![f32::NEG_INFINITY; n * c * oh * ow];
+        for pl in 0..n * c {
+            for (o, best) in out[pl * oh * ow..(pl + 1) * oh * ow].iter_mut().enumerate() {
+                let (r, q) = (o / ow, o % ow);
+                for ki in 0..g.kernel[0] {
+                    for kj in 0..g.kernel[1] {
+                        let iy = (r * g.stride[0] + ki * g.dilation[0]) as isize - g.padding[0].0 as isize;
+                        let ix = (q * g.stride[1] + kj * g.dilation[1]) as isize - g.padding[1].0 as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            let v = x[pl * h * w + iy as usize * w + ix as usize];
+                            if v > *best || v.is_nan() {
+                                *best = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn taps_past_the_input_on_every_output_are_skipped() {
+        // Kernel column 1 lands at input column 3 (dilation 5, padding 2) on a 2-wide map: its
+        // offset is past the row's end for every output, so its range is empty.
+        let g = PoolGeom { kernel: [1, 2], stride: [1, 1], padding: [(0, 0), (2, 2)], dilation: [1, 5], ceil_mode: false };
+        let dims = [1, 2, 3, 2];
+        let x: Vec<f32> = (0..12).map(|i| (i * 7 % 5) as f32 - 2.0).collect();
+        let (got, out) = forward(dims, &g, &x);
+        assert_eq!(out, [1, 2, 3, 1]);
+        assert_eq!(got, naive(dims, &g, &x));
+    }
+}
