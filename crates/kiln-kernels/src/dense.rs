@@ -350,10 +350,12 @@ fn x_grad(g: &Geom, cout: usize, w: &[f32], dy_rows: &[f32]) -> Vec<f32> {
     let (k, p, np, plane) = (g.k(), g.p(), g.n * g.p(), g.cin * g.h * g.w);
     let mut dx = vec![0.0f32; g.n * plane];
     let a = View { data: w, rs: 1, cs: k };
+    // `W^T` packed once for every image (the AVX-512 path; `None` elsewhere).
+    let packed = gemm::PackedA::new(k, cout, a, np);
     dx.par_chunks_mut(plane).enumerate().for_each_init(
         || vec![0.0f32; k * p],
         |dcols, (n, d)| {
-            gemm::matmul_into(k, cout, a, &dy_rows[n * p..], np, dcols, p, 0, p);
+            gemm::matmul_into_pre(packed.as_ref(), 0, k, cout, a, &dy_rows[n * p..], np, dcols, p, 0, p);
             col2im_image(g, dcols, p, d);
         },
     );
