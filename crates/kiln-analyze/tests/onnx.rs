@@ -147,7 +147,13 @@ fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Vec<u8> {
         bytes(2, &ty, m);
     })
 }
-fn model(nodes: &[Vec<u8>], inits: &[Vec<u8>], input: &[Result<i64, &str>], extra_vi: &[Vec<u8>], opset: i64) -> Vec<u8> {
+fn model(
+    nodes: &[Vec<u8>],
+    inits: &[Vec<u8>],
+    input: &[Result<i64, &str>],
+    extra_vi: &[Vec<u8>],
+    opset: i64,
+) -> Vec<u8> {
     let graph = msg(|g| {
         for n in nodes {
             bytes(1, n, g);
@@ -179,7 +185,13 @@ fn model(nodes: &[Vec<u8>], inits: &[Vec<u8>], input: &[Result<i64, &str>], extr
 /// `x.view(x.size(0), -1)`), -> Gemm(16 -> 5) -> optional op -> y.
 fn small_net(extra: Option<&str>, opset: i64) -> Vec<u8> {
     let mut nodes = vec![
-        node("Conv", "conv", &["x", "w", "b"], &["c"], &[attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])]),
+        node(
+            "Conv",
+            "conv",
+            &["x", "w", "b"],
+            &["c"],
+            &[attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+        ),
         node("Relu", "/features/relu/Relu", &["c"], &["r"], &[]),
         node("MaxPool", "pool", &["r"], &["p"], &[attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]),
         node("Shape", "shape", &["p"], &["s"], &[]),
@@ -187,7 +199,13 @@ fn small_net(extra: Option<&str>, opset: i64) -> Vec<u8> {
         node("Unsqueeze", "unsq", &["n", "axes0"], &["n1"], &[]),
         node("Concat", "cat", &["n1", "minus1"], &["target"], &[attr_int("axis", 0)]),
         node("Reshape", "flat", &["p", "target"], &["f"], &[]),
-        node("Gemm", "fc", &["f", "fc.weight", "fc.bias"], &[if extra.is_some() { "g" } else { "y" }], &[attr_int("transB", 1)]),
+        node(
+            "Gemm",
+            "fc",
+            &["f", "fc.weight", "fc.bias"],
+            &[if extra.is_some() { "g" } else { "y" }],
+            &[attr_int("transB", 1)],
+        ),
     ];
     if let Some(op) = extra {
         nodes.push(node(op, "mystery", &["g"], &["y"], &[]));
@@ -220,7 +238,10 @@ fn dynamic_batch_is_resolved_from_the_input_and_shape_arithmetic_folds() {
         let ops: Vec<&str> = r.layers.iter().map(|l| l.op.as_str()).collect();
         assert_eq!(ops, ["Conv2d", "ReLU", "MaxPool2d", "Reshape", "Linear"]);
         // RF: conv 3 (jump 2), pool 3 + 1*2 = 5 (jump 4); the reshape collapses to global.
-        assert_eq!((r.total.receptive_field, r.total.effective_stride, r.total.effective_padding), (Rf::Pixels(5), 4, 1));
+        assert_eq!(
+            (r.total.receptive_field, r.total.effective_stride, r.total.effective_padding),
+            (Rf::Pixels(5), 4, 1)
+        );
         assert_eq!(r.layers[3].receptive_field, Rf::Global);
         assert_eq!(r.layers[1].name, "features.relu");
         assert_eq!(r.layers[4].name, "fc");
@@ -289,8 +310,11 @@ fn external_data_is_read_only_for_shape_constants_and_checked() {
     // and is never opened.
     let dir = std::env::temp_dir().join(format!("kiln-onnx-ext-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("m.onnx.data"), [0u8; 8].iter().chain(&(-1i64).to_le_bytes()).copied().collect::<Vec<u8>>())
-        .unwrap();
+    std::fs::write(
+        dir.join("m.onnx.data"),
+        [0u8; 8].iter().chain(&(-1i64).to_le_bytes()).copied().collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let ext = |name: &str, dims: &[i64], ty: i64, location: &str, offset: &str, length: &str| {
         msg(|m| {
             for &d in dims {
@@ -299,10 +323,14 @@ fn external_data_is_read_only_for_shape_constants_and_checked() {
             int(2, ty, m);
             bytes(8, name.as_bytes(), m);
             for (k, v) in [("location", location), ("offset", offset), ("length", length)] {
-                bytes(13, &msg(|e| {
-                    bytes(1, k.as_bytes(), e);
-                    bytes(2, v.as_bytes(), e);
-                }), m);
+                bytes(
+                    13,
+                    &msg(|e| {
+                        bytes(1, k.as_bytes(), e);
+                        bytes(2, v.as_bytes(), e);
+                    }),
+                    m,
+                );
             }
             int(14, 1, m);
         })
@@ -320,14 +348,17 @@ fn external_data_is_read_only_for_shape_constants_and_checked() {
     };
     let bytes_ok = build("m.onnx.data", "0");
     // target = [0, -1]: keep the batch, flatten the rest.
-    std::fs::write(dir.join("m.onnx.data"), [0i64, -1].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(dir.join("m.onnx.data"), [0i64, -1].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+        .unwrap();
     std::fs::write(dir.join("m.onnx"), &bytes_ok).unwrap();
     let r = analyze_file(&dir.join("m.onnx"), None, 1).unwrap();
     assert_eq!(r.total.output_shape, vec![1, 32]);
     assert_eq!(r.total.params, 6);
-    for (location, offset, why) in
-        [("../m.onnx.data", "0", "not a plain name"), ("/etc/passwd", "0", "not a plain name"), ("m.onnx.data", "8", "past the end")]
-    {
+    for (location, offset, why) in [
+        ("../m.onnx.data", "0", "not a plain name"),
+        ("/etc/passwd", "0", "not a plain name"),
+        ("m.onnx.data", "8", "past the end"),
+    ] {
         std::fs::write(dir.join("bad.onnx"), build(location, offset)).unwrap();
         let e = analyze_file(&dir.join("bad.onnx"), None, 1).unwrap_err().to_string();
         assert!(e.contains(why), "{location}: {e}");

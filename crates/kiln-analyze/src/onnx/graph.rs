@@ -195,7 +195,8 @@ fn window_geom(n: &NodeP<'_>, x: &[usize], kernel: Vec<usize>, ceil: bool) -> Op
                 let out = inp.div_ceil(stride[i]);
                 let eff = dilation[i] * (kernel[i] - 1) + 1;
                 let total = ((out.max(1) - 1) * stride[i] + eff).saturating_sub(inp);
-                let (b, e) = if auto == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                let (b, e) =
+                    if auto == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
                 pads[i] = b;
                 pads[sp + i] = e;
             }
@@ -350,9 +351,11 @@ impl<'m, 'a> Ctx<'m, 'a> {
             self.set(n.outputs.first().copied(), v);
             return Ok(());
         }
-        if known_domain && matches!(n.op_type, "Shape" | "Size") {
-            if let Some(Some(x)) = ins.first()
-                && let Some(s) = &x.shape
+        if known_domain
+            && matches!(n.op_type, "Shape" | "Size")
+            && let Some(Some(x)) = ins.first()
+            && let Some(s) = &x.shape
+        {
             {
                 let mut dims: Vec<i64> = s.iter().map(|&d| d as i64).collect();
                 let v = if n.op_type == "Size" {
@@ -383,7 +386,14 @@ impl<'m, 'a> Ctx<'m, 'a> {
                     let data = datas.as_ref().and_then(|d| d.get(k).cloned());
                     let v = match shape {
                         Some(s) => Val::constant(s, dt, data, sources.clone()),
-                        None => Val { shape: None, dtype: dt, data: None, konst: true, node: None, sources: sources.clone() },
+                        None => Val {
+                            shape: None,
+                            dtype: dt,
+                            data: None,
+                            konst: true,
+                            node: None,
+                            sources: sources.clone(),
+                        },
                     };
                     self.set(n.outputs.get(k).copied(), v);
                 }
@@ -420,11 +430,18 @@ impl<'m, 'a> Ctx<'m, 'a> {
             if let Some(s) = s
                 && (numel(s) > MAX_ELEMS || numel(s).saturating_mul(widest_in) >= 1 << 62)
             {
-                return Err(OnnxError::Shape(format!("node '{}' ({}): output {s:?} is too large to count", n.name, n.op_type)));
+                return Err(OnnxError::Shape(format!(
+                    "node '{}' ({}): output {s:?} is too large to count",
+                    n.name, n.op_type
+                )));
             }
         }
         if let Some(e) = why {
-            return Err(OnnxError::Shape(format!("node '{}' ({}): {e}", if n.name.is_empty() { &name } else { n.name }, n.op_type)));
+            return Err(OnnxError::Shape(format!(
+                "node '{}' ({}): {e}",
+                if n.name.is_empty() { &name } else { n.name },
+                n.op_type
+            )));
         }
         // Params: every float initializer reached for the first time. BatchNorm's running mean
         // and variance are buffers, as in the zoo.
@@ -448,7 +465,8 @@ impl<'m, 'a> Ctx<'m, 'a> {
                 continue;
             }
             let inferred = outs.get(k).and_then(|(s, _)| s.clone());
-            let dt = outs.get(k).map(|(_, d)| *d).or(ins.iter().flatten().next().map(|v| v.dtype)).unwrap_or(dtype::FLOAT);
+            let dt =
+                outs.get(k).map(|(_, d)| *d).or(ins.iter().flatten().next().map(|v| v.dtype)).unwrap_or(dtype::FLOAT);
             let shape = inferred.or_else(|| self.declared_shape(out));
             let node = if k == 0 || n.op_type == "Split" {
                 let mut cost = c.clone();
@@ -467,7 +485,8 @@ impl<'m, 'a> Ctx<'m, 'a> {
             if first.is_none() {
                 first = Some(node.clone());
             }
-            self.vals.insert(out, Val { shape, dtype: dt, data: None, konst: false, node: Some(node), sources: vec![] });
+            self.vals
+                .insert(out, Val { shape, dtype: dt, data: None, konst: false, node: Some(node), sources: vec![] });
         }
         Ok(())
     }
@@ -482,7 +501,11 @@ impl<'m, 'a> Ctx<'m, 'a> {
 }
 
 fn unknown(n: &NodeP<'_>) -> OpCost {
-    let op = if n.domain.is_empty() || n.domain == "ai.onnx" { n.op_type.to_string() } else { format!("{}::{}", n.domain, n.op_type) };
+    let op = if n.domain.is_empty() || n.domain == "ai.onnx" {
+        n.op_type.to_string()
+    } else {
+        format!("{}::{}", n.domain, n.op_type)
+    };
     OpCost::new(op).unknown_cost().spatial(Spatial::Unknown)
 }
 
@@ -491,8 +514,21 @@ fn unknown(n: &NodeP<'_>) -> OpCost {
 fn is_supported(op: &str) -> bool {
     matches!(
         op,
-        "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div"
-            | "Reshape" | "Concat" | "BatchNormalization" | "GlobalAveragePool" | "Flatten"
+        "Conv"
+            | "ConvTranspose"
+            | "MaxPool"
+            | "AveragePool"
+            | "Gemm"
+            | "MatMul"
+            | "Add"
+            | "Sub"
+            | "Mul"
+            | "Div"
+            | "Reshape"
+            | "Concat"
+            | "BatchNormalization"
+            | "GlobalAveragePool"
+            | "Flatten"
     )
 }
 
@@ -568,12 +604,23 @@ fn reduce_axes(n: &NodeP<'_>, ins: &[Option<&Val>], rank: usize) -> OpResult<Vec
 /// Shape (and element type) of each output.
 fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>>, i32)>> {
     let x = ins.first().copied().flatten();
-    let xs = || -> OpResult<Vec<usize>> { x.and_then(|v| v.shape.clone()).ok_or_else(|| "input shape unknown".to_string()) };
+    let xs =
+        || -> OpResult<Vec<usize>> { x.and_then(|v| v.shape.clone()).ok_or_else(|| "input shape unknown".to_string()) };
     let dt = x.map(|v| v.dtype).unwrap_or(dtype::FLOAT);
     let one = |s: Vec<usize>| Ok(vec![(Some(s), dt)]);
     let op = n.op_type;
     if unary_flops(op).is_some()
-        || matches!(op, "Clip" | "HardSigmoid" | "Identity" | "BatchNormalization" | "LayerNormalization" | "InstanceNormalization" | "GroupNormalization" | "Dropout")
+        || matches!(
+            op,
+            "Clip"
+                | "HardSigmoid"
+                | "Identity"
+                | "BatchNormalization"
+                | "LayerNormalization"
+                | "InstanceNormalization"
+                | "GroupNormalization"
+                | "Dropout"
+        )
     {
         let s = xs()?;
         let mut outs = vec![(Some(s.clone()), dt)];
@@ -606,9 +653,15 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
             }
             let group = attr_i(n, "group", 1).max(1) as usize;
             if s[1] != w[1] * group {
-                return Err(format!("input {s:?} has {} channels, weight {w:?} with group {group} expects {}", s[1], w[1] * group));
+                return Err(format!(
+                    "input {s:?} has {} channels, weight {w:?} with group {group} expects {}",
+                    s[1],
+                    w[1] * group
+                ));
             }
-            let kernel = attr_ints(n, "kernel_shape").map(|k| k.iter().map(|&v| v as usize).collect()).unwrap_or(w[2..].to_vec());
+            let kernel = attr_ints(n, "kernel_shape")
+                .map(|k| k.iter().map(|&v| v as usize).collect())
+                .unwrap_or(w[2..].to_vec());
             let g = window_geom(n, &s, kernel, false)?;
             let mut out = vec![s[0], w[0]];
             out.extend(g.out);
@@ -625,7 +678,14 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
             let get = |name: &str, def: i64| attr_ints(n, name).filter(|v| v.len() == sp).unwrap_or(vec![def; sp]);
             let (st, di, op_) = (get("strides", 1), get("dilations", 1), get("output_padding", 0));
             let pads = attr_ints(n, "pads").filter(|v| v.len() == 2 * sp).unwrap_or(vec![0; 2 * sp]);
-            if st.iter().chain(&di).chain(&op_).chain(&pads).chain(w[2..].iter().map(|&k| k as i64).collect::<Vec<_>>().iter()).any(|&v| !(0..=MAX_ATTR).contains(&v)) {
+            if st
+                .iter()
+                .chain(&di)
+                .chain(&op_)
+                .chain(&pads)
+                .chain(w[2..].iter().map(|&k| k as i64).collect::<Vec<_>>().iter())
+                .any(|&v| !(0..=MAX_ATTR).contains(&v))
+            {
                 return Err(format!("strides, dilations, pads or kernel outside 0..={MAX_ATTR}"));
             }
             let mut out = vec![s[0], w[1] * group];
@@ -633,7 +693,9 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
                 out.extend(os[os.len() - sp..].iter().map(|&v| v.max(0) as usize));
             } else {
                 for i in 0..sp {
-                    let v = st[i] * (s[2 + i] as i64 - 1) + op_[i] + (w[2 + i] as i64 - 1) * di[i] + 1 - pads[i] - pads[sp + i];
+                    let v = st[i] * (s[2 + i] as i64 - 1) + op_[i] + (w[2 + i] as i64 - 1) * di[i] + 1
+                        - pads[i]
+                        - pads[sp + i];
                     if v <= 0 {
                         return Err(format!("output size {v} along dim {}", i + 2));
                     }
@@ -644,7 +706,8 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
         }
         "MaxPool" | "AveragePool" | "LpPool" => {
             let s = xs()?;
-            let k: Vec<usize> = attr_ints(n, "kernel_shape").ok_or("no kernel_shape")?.iter().map(|&v| v.max(0) as usize).collect();
+            let k: Vec<usize> =
+                attr_ints(n, "kernel_shape").ok_or("no kernel_shape")?.iter().map(|&v| v.max(0) as usize).collect();
             let g = window_geom(n, &s, k, attr_i(n, "ceil_mode", 0) == 1)?;
             let mut out = s[..2].to_vec();
             out.extend(g.out);
@@ -666,7 +729,11 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2" | "ReduceL1"
         | "ReduceSumSquare" | "ReduceLogSumExp" | "ArgMax" | "ArgMin" => {
             let s = xs()?;
-            let axes = if op.starts_with("Arg") { vec![axis(attr_i(n, "axis", 0), s.len())?] } else { reduce_axes(n, ins, s.len())? };
+            let axes = if op.starts_with("Arg") {
+                vec![axis(attr_i(n, "axis", 0), s.len())?]
+            } else {
+                reduce_axes(n, ins, s.len())?
+            };
             let keep = attr_i(n, "keepdims", 1) == 1;
             let mut out = vec![];
             for (i, &d) in s.iter().enumerate() {
@@ -728,7 +795,7 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
             let total = numel(&s);
             let known = numel(&out);
             if let Some(i) = infer_at {
-                if known == 0 || total % known != 0 {
+                if known == 0 || !total.is_multiple_of(known) {
                     return Err(format!("cannot reshape {s:?} to {target:?}"));
                 }
                 out[i] = (total / known) as usize;
@@ -794,19 +861,27 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
         }
         "Squeeze" => {
             let s = xs()?;
-            let axes: Option<Vec<usize>> = match attr_ints(n, "axes").or_else(|| ints_of(ins.get(1).copied().flatten())) {
+            let axes: Option<Vec<usize>> = match attr_ints(n, "axes").or_else(|| ints_of(ins.get(1).copied().flatten()))
+            {
                 Some(a) => Some(a.iter().map(|&v| axis(v, s.len())).collect::<OpResult<_>>()?),
                 None if ins.get(1).copied().flatten().is_some() => return Err("axes are not constant".into()),
                 None => None,
             };
-            one(s.iter().enumerate().filter(|(i, d)| match &axes {
-                Some(a) => !a.contains(i),
-                None => **d != 1,
-            }).map(|(_, &d)| d).collect())
+            one(s
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| match &axes {
+                    Some(a) => !a.contains(i),
+                    None => **d != 1,
+                })
+                .map(|(_, &d)| d)
+                .collect())
         }
         "Unsqueeze" => {
             let s = xs()?;
-            let raw = attr_ints(n, "axes").or_else(|| ints_of(ins.get(1).copied().flatten())).ok_or("axes are not constant")?;
+            let raw = attr_ints(n, "axes")
+                .or_else(|| ints_of(ins.get(1).copied().flatten()))
+                .ok_or("axes are not constant")?;
             let r = s.len() + raw.len();
             let mut axes: Vec<usize> = raw.iter().map(|&v| axis(v, r)).collect::<OpResult<_>>()?;
             axes.sort_unstable();
@@ -832,7 +907,11 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
         }
         "Range" => {
             let f = |i: usize| ins.get(i).copied().flatten().and_then(|v| v.floats()).and_then(|v| v.first().copied());
-            let (a, b, d) = (f(0).ok_or("start not constant")?, f(1).ok_or("limit not constant")?, f(2).ok_or("delta not constant")?);
+            let (a, b, d) = (
+                f(0).ok_or("start not constant")?,
+                f(1).ok_or("limit not constant")?,
+                f(2).ok_or("delta not constant")?,
+            );
             if d == 0.0 {
                 return Err("delta 0".into());
             }
@@ -840,7 +919,11 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
         }
         "Expand" => {
             let s = xs()?;
-            let t: Vec<usize> = ints_of(ins.get(1).copied().flatten()).ok_or("the shape is not constant")?.iter().map(|&v| v.max(0) as usize).collect();
+            let t: Vec<usize> = ints_of(ins.get(1).copied().flatten())
+                .ok_or("the shape is not constant")?
+                .iter()
+                .map(|&v| v.max(0) as usize)
+                .collect();
             one(broadcast(&[&s, &t])?)
         }
         "Tile" => {
@@ -853,7 +936,9 @@ fn infer(n: &NodeP<'_>, ins: &[Option<&Val>]) -> OpResult<Vec<(Option<Vec<usize>
         }
         "Pad" => {
             let s = xs()?;
-            let pads = attr_ints(n, "pads").or_else(|| ints_of(ins.get(1).copied().flatten())).ok_or("pads are not constant")?;
+            let pads = attr_ints(n, "pads")
+                .or_else(|| ints_of(ins.get(1).copied().flatten()))
+                .ok_or("pads are not constant")?;
             let axes: Vec<usize> = match ints_of(ins.get(3).copied().flatten()) {
                 Some(a) => a.iter().map(|&v| axis(v, s.len())).collect::<OpResult<_>>()?,
                 None => (0..s.len()).collect(),
@@ -918,10 +1003,8 @@ fn matmul_shape(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
     if a.is_empty() || b.is_empty() {
         return Err("MatMul of a scalar".into());
     }
-    let (a2, b2): (Vec<usize>, Vec<usize>) = (
-        if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() },
-        if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() },
-    );
+    let (a2, b2): (Vec<usize>, Vec<usize>) =
+        (if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() }, if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() });
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, nn) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -977,7 +1060,8 @@ fn slice_spec(n: &NodeP<'_>, ins: &[Option<&Val>], s: &[usize]) -> OpResult<Vec<
         }
         let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
         let (st, en) = (norm(starts[j]), norm(ends[j]));
-        let (st, en) = if step > 0 { (st.clamp(0, d), en.clamp(0, d)) } else { (st.clamp(0, d - 1), en.clamp(-1, d - 1)) };
+        let (st, en) =
+            if step > 0 { (st.clamp(0, d), en.clamp(0, d)) } else { (st.clamp(0, d - 1), en.clamp(-1, d - 1)) };
         let count = if step > 0 {
             if en > st { ((en - st) + step - 1) / step } else { 0 }
         } else if st > en {
@@ -1030,7 +1114,8 @@ fn fold(n: &NodeP<'_>, ins: &[Option<&Val>], outs: &[(Option<Vec<usize>>, i32)])
             let parts: Vec<&Data> = ins.iter().flatten().map(|v| v.data.as_ref()).collect::<Option<_>>()?;
             let ax = attr_i(n, "axis", 0);
             let rank = out_shape.len();
-            if rank <= 1 || (ax == 0 && ins.iter().flatten().all(|v| v.shape.as_ref().is_some_and(|s| s.len() == rank))) {
+            if rank <= 1 || (ax == 0 && ins.iter().flatten().all(|v| v.shape.as_ref().is_some_and(|s| s.len() == rank)))
+            {
                 // Along the first axis (or 1-d): row-major data concatenates.
                 let ok = rank <= 1 || ax == 0 || ax == -(rank as i64);
                 if ok {
@@ -1044,7 +1129,8 @@ fn fold(n: &NodeP<'_>, ins: &[Option<&Val>], outs: &[(Option<Vec<usize>>, i32)])
             let s = x?.shape.as_ref()?;
             let ax = axis(attr_i(n, "axis", 0), s.len()).ok()?;
             let idx = ins.get(1).copied().flatten()?.ints()?;
-            let (outer, dim, inner): (usize, usize, usize) = (s[..ax].iter().product(), s[ax], s[ax + 1..].iter().product());
+            let (outer, dim, inner): (usize, usize, usize) =
+                (s[..ax].iter().product(), s[ax], s[ax + 1..].iter().product());
             let mut pick = vec![];
             for o in 0..outer {
                 for &i in &idx {
@@ -1068,7 +1154,11 @@ fn fold(n: &NodeP<'_>, ins: &[Option<&Val>], outs: &[(Option<Vec<usize>>, i32)])
             let total = numel(out_shape) as usize;
             let mut idx = vec![0usize; s.len()];
             for _ in 0..total {
-                let flat: i64 = idx.iter().enumerate().map(|(a, &i)| (spec[a].start + i as i64 * spec[a].step) * strides[a] as i64).sum();
+                let flat: i64 = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &i)| (spec[a].start + i as i64 * spec[a].step) * strides[a] as i64)
+                    .sum();
                 pick.push(flat as usize);
                 for a in (0..s.len()).rev() {
                     idx[a] += 1;
@@ -1118,12 +1208,14 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
     Some(match op {
         "Clip" => {
             let bound = |i: usize, attr_name: &str| -> Option<f64> {
-                attr_f(n, attr_name).map(|v| v as f64).or_else(|| ins.get(i).copied().flatten().and_then(|v| v.floats()).and_then(|v| v.first().copied()))
+                attr_f(n, attr_name)
+                    .map(|v| v as f64)
+                    .or_else(|| ins.get(i).copied().flatten().and_then(|v| v.floats()).and_then(|v| v.first().copied()))
             };
             let (lo, hi) = (bound(1, "min"), bound(2, "max"));
             match (lo, hi) {
                 (Some(l), Some(h)) if l == 0.0 && h == 6.0 => OpCost::new("ReLU6").flops(2 * out_n),
-                (Some(l), None) if l == 0.0 => OpCost::new("ReLU").flops(out_n),
+                (Some(0.0), None) => OpCost::new("ReLU").flops(out_n),
                 (Some(_), Some(_)) => OpCost::new("Clip").flops(2 * out_n),
                 _ => OpCost::new("Clip").flops(out_n),
             }
@@ -1160,7 +1252,11 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
             let sp = w.len() - 2;
             let kernel = w[2..].to_vec();
             let g = window_geom(n, xs, kernel, false).ok()?;
-            let kind = if group > 1 && group == w[0] && w[1] == 1 { format!("Conv{sp}d(depthwise)") } else { format!("Conv{sp}d") };
+            let kind = if group > 1 && group == w[0] && w[1] == 1 {
+                format!("Conv{sp}d(depthwise)")
+            } else {
+                format!("Conv{sp}d")
+            };
             let mut detail = format!("{}->{} k{} s{}", w[1] * group, w[0], kdetail(&w[2..]), g.stride[0]);
             if g.dilation.iter().any(|&d| d != 1) {
                 detail += &format!(" d{}", g.dilation[0]);
@@ -1183,16 +1279,25 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
                 .detail(format!("{}->{} k{} s{}", w[0], out[1], kdetail(&w[2..]), st[0]))
                 .macs(macs)
                 .flops(flops)
-                .spatial(Spatial::Upsample { scale: (0..sp).map(|i| out[2 + i] as f64 / xs[2 + i] as f64).collect(), taps })
+                .spatial(Spatial::Upsample {
+                    scale: (0..sp).map(|i| out[2 + i] as f64 / xs[2 + i] as f64).collect(),
+                    taps,
+                })
         }
         "MaxPool" | "AveragePool" => {
             let k: Vec<usize> = attr_ints(n, "kernel_shape")?.iter().map(|&v| v as usize).collect();
             let g = window_geom(n, xs, k.clone(), attr_i(n, "ceil_mode", 0) == 1).ok()?;
             let ka = numel(&k);
             let sp = k.len();
-            let (name, flops) =
-                if op == "MaxPool" { (format!("MaxPool{sp}d"), out_n * (ka - 1)) } else { (format!("AvgPool{sp}d"), out_n * ka) };
-            OpCost::new(name).detail(format!("k{} s{}", kdetail(&k), g.stride[0])).flops(flops).spatial(window_spatial(&g))
+            let (name, flops) = if op == "MaxPool" {
+                (format!("MaxPool{sp}d"), out_n * (ka - 1))
+            } else {
+                (format!("AvgPool{sp}d"), out_n * ka)
+            };
+            OpCost::new(name)
+                .detail(format!("k{} s{}", kdetail(&k), g.stride[0]))
+                .flops(flops)
+                .spatial(window_spatial(&g))
         }
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let name = if op == "GlobalAveragePool" { "GlobalAvgPool" } else { "GlobalMaxPool" };
@@ -1202,7 +1307,11 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
             let axes = reduce_axes(n, ins, xs.len()).ok()?;
             let positions: usize = xs.iter().skip(2).product();
             let mixes_space = xs.len() >= 3 && axes.iter().any(|&a| a >= 2) && positions > 1;
-            let name = if op == "ReduceMean" && xs.len() >= 3 && (2..xs.len()).all(|a| axes.contains(&a)) && !axes.contains(&1) {
+            let name = if op == "ReduceMean"
+                && xs.len() >= 3
+                && (2..xs.len()).all(|a| axes.contains(&a))
+                && !axes.contains(&1)
+            {
                 "GlobalAvgPool".to_string()
             } else {
                 op.to_string()
@@ -1216,7 +1325,10 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
             let (k, nn) = if attr_i(n, "transB", 0) == 1 { (b[1], b[0]) } else { (b[0], b[1]) };
             let bias = ins.get(2).copied().flatten().is_some();
             let (_, macs, flops) = cost::linear(k, nn, bias, out[0] as u64);
-            OpCost::new(if const_in(1).is_some() { "Linear" } else { "Gemm" }).detail(format!("{k}->{nn}")).macs(macs).flops(flops)
+            OpCost::new(if const_in(1).is_some() { "Linear" } else { "Gemm" })
+                .detail(format!("{k}->{nn}"))
+                .macs(macs)
+                .flops(flops)
         }
         "MatMul" => {
             let b = ins.get(1).copied().flatten()?;
@@ -1230,7 +1342,7 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
         }
         "Resize" | "Upsample" => {
             let mode = attr_s(n, "mode").unwrap_or("nearest");
-            let sp: Vec<usize> = (2..xs.len()).filter(|&i| true && i < out.len()).collect();
+            let sp: Vec<usize> = (2..xs.len()).filter(|&i| i < out.len()).collect();
             let resized = sp.iter().filter(|&&i| out[i] != xs[i]).count().max(1);
             let scale: Vec<f64> = sp.iter().map(|&i| out[i] as f64 / xs[i] as f64).collect();
             let (name, per, taps) = match mode {
@@ -1251,7 +1363,11 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
         "Pad" => {
             let pads = attr_ints(n, "pads").or_else(|| ints_of(ins.get(1).copied().flatten()))?;
             let r = xs.len();
-            let begin: Vec<usize> = if pads.len() == 2 * r { (2..r).map(|i| pads[i].max(0) as usize).collect() } else { vec![0; r.saturating_sub(2)] };
+            let begin: Vec<usize> = if pads.len() == 2 * r {
+                (2..r).map(|i| pads[i].max(0) as usize).collect()
+            } else {
+                vec![0; r.saturating_sub(2)]
+            };
             let sp = begin.len();
             OpCost::new("Pad").detail(format!("{pads:?}")).spatial(Spatial::Window {
                 kernel: vec![1; sp],
@@ -1277,7 +1393,8 @@ fn op_cost(n: &NodeP<'_>, ins: &[Option<&Val>], out: &[usize]) -> Option<OpCost>
             let b = attr_i(n, "blocksize", 1).max(1) as usize;
             OpCost::new("PixelShuffle").spatial(Spatial::Upsample { scale: vec![b as f64; 2], taps: vec![1; 2] })
         }
-        "SpaceToDepth" => OpCost::new("SpaceToDepth").spatial(Spatial::SpaceToDepth { factor: attr_i(n, "blocksize", 1).max(1) as usize }),
+        "SpaceToDepth" => OpCost::new("SpaceToDepth")
+            .spatial(Spatial::SpaceToDepth { factor: attr_i(n, "blocksize", 1).max(1) as usize }),
         _ => return None,
     })
 }
@@ -1325,10 +1442,21 @@ pub(crate) fn analyze_model(
     let mut model_input = vec![];
     for (k, vi) in real.iter().enumerate() {
         let dims = vi.dims.as_ref().ok_or_else(|| {
-            OnnxError::Dynamic(format!("input '{}' has no shape in the file: give it with --input, e.g. --input 1x3x224x224", vi.name))
+            OnnxError::Dynamic(format!(
+                "input '{}' has no shape in the file: give it with --input, e.g. --input 1x3x224x224",
+                vi.name
+            ))
         })?;
-        let dyn_shape =
-            || dims.iter().map(|d| match d { Dim::Value(v) => v.to_string(), Dim::Param(p) => p.to_string(), Dim::Unknown => "?".into() }).collect::<Vec<_>>().join("x");
+        let dyn_shape = || {
+            dims.iter()
+                .map(|d| match d {
+                    Dim::Value(v) => v.to_string(),
+                    Dim::Param(p) => p.to_string(),
+                    Dim::Unknown => "?".into(),
+                })
+                .collect::<Vec<_>>()
+                .join("x")
+        };
         let shape: Vec<usize> = if k == 0
             && let Some(given) = input
         {
@@ -1378,7 +1506,13 @@ pub(crate) fn analyze_model(
                         "input '{}' has the dynamic shape {}: give the shape with --input, e.g. --input {}",
                         vi.name,
                         dyn_shape(),
-                        dims.iter().map(|d| match d { Dim::Value(v) if *v > 0 => v.to_string(), _ => "1".into() }).collect::<Vec<_>>().join("x")
+                        dims.iter()
+                            .map(|d| match d {
+                                Dim::Value(v) if *v > 0 => v.to_string(),
+                                _ => "1".into(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("x")
                     ))
                 })?
         };
@@ -1390,13 +1524,19 @@ pub(crate) fn analyze_model(
         }
         let node = ctx.a.input(shape.clone());
         let dt = if vi.elem_type == 0 { dtype::FLOAT } else { vi.elem_type };
-        ctx.vals.insert(vi.name, Val { shape: Some(shape), dtype: dt, data: None, konst: false, node: Some(node), sources: vec![] });
+        ctx.vals.insert(
+            vi.name,
+            Val { shape: Some(shape), dtype: dt, data: None, konst: false, node: Some(node), sources: vec![] },
+        );
     }
     for (i, n) in g.nodes.iter().enumerate() {
         ctx.run_node(n, i)?;
     }
     let out = g.outputs.first().ok_or_else(|| OnnxError::Malformed("the graph has no output".into()))?;
-    let out_val = ctx.vals.get(out.name).ok_or_else(|| OnnxError::Malformed(format!("no node produces the graph output '{}'", out.name)))?;
+    let out_val = ctx
+        .vals
+        .get(out.name)
+        .ok_or_else(|| OnnxError::Malformed(format!("no node produces the graph output '{}'", out.name)))?;
     let out_node = out_val.node.clone().unwrap_or(Node { id: 0, shape: out_val.shape.clone().unwrap_or_default() });
     let mut report = ctx.a.finish(name, model_input, &out_node);
     // Opsets newer than kiln knows: analyzed with the newest semantics kiln has, and said so.

@@ -101,9 +101,10 @@ fn le_floats(raw: &[u8], t: i32) -> Option<Vec<f64>> {
         dtype::FLOAT => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4")) as f64).collect(),
         dtype::DOUBLE => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8"))).collect(),
         dtype::FLOAT16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64).collect(),
-        dtype::BFLOAT16 => {
-            raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64).collect()
-        }
+        dtype::BFLOAT16 => raw
+            .chunks_exact(2)
+            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64)
+            .collect(),
         _ => return None,
     })
 }
@@ -175,17 +176,14 @@ pub(crate) fn decode(t: &TensorP<'_>, dir: Option<&Path>) -> Result<Option<Data>
     } else {
         t.raw
     };
-    let wrong =
-        |got: usize| OnnxError::Malformed(format!("tensor '{}' holds {got} values, its dims {:?} say {n}", t.name, t.dims));
+    let wrong = |got: usize| {
+        OnnxError::Malformed(format!("tensor '{}' holds {got} values, its dims {:?} say {n}", t.name, t.dims))
+    };
     let data = if let Some(raw) = raw {
         if raw.len() != n * size {
             return Err(wrong(raw.len() / size));
         }
-        if float {
-            le_floats(raw, t.data_type).map(Data::F)
-        } else {
-            le_ints(raw, t.data_type).map(Data::I)
-        }
+        if float { le_floats(raw, t.data_type).map(Data::F) } else { le_ints(raw, t.data_type).map(Data::I) }
     } else {
         // Typed fields: float_data (4), int32_data (5, also for 8/16-bit, bool and half
         // floats' bits), int64_data (7), double_data (10), uint64_data (11).
@@ -195,7 +193,9 @@ pub(crate) fn decode(t: &TensorP<'_>, dir: Option<&Path>) -> Result<Option<Data>
             match (field, v) {
                 (4, v) => v.floats_into(&mut floats, "TensorProto.float_data")?,
                 (5 | 7 | 11, v) => v.ints_into(&mut ints, "TensorProto.int_data")?,
-                (10, Value::Bytes(b)) => floats.extend(le_floats(b, dtype::DOUBLE).unwrap_or_default().iter().map(|&x| x as f32)),
+                (10, Value::Bytes(b)) => {
+                    floats.extend(le_floats(b, dtype::DOUBLE).unwrap_or_default().iter().map(|&x| x as f32))
+                }
                 (10, Value::Fixed64(x)) => floats.push(f64::from_bits(x) as f32),
                 _ => {}
             }
