@@ -13,8 +13,12 @@
 //! let report = kiln_analyze::analyze(&model, "mobilenet_v2", &[1, 3, 224, 224])?;
 //! println!("{}", report.to_table(None));
 //! ```
+//!
+//! Models exported to ONNX (from PyTorch or elsewhere) get the same report from
+//! [`onnx::analyze_file`], without Python and without reading their weights.
 
 mod analyzer;
+pub mod onnx;
 mod report;
 
 pub use analyzer::{Analyzer, analyze};
