@@ -78,6 +78,7 @@ pub mod peak;
 mod norm_act;
 pub mod norm_act_cpu;
 pub mod pool;
+pub mod qgemm;
 pub mod unpool;
 
 pub use bilinear::{BilinearBackend, BilinearGeom};
