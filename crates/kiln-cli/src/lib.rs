@@ -139,7 +139,8 @@ pub enum Format {
 
 #[derive(clap::Args, Debug)]
 struct AnalyzeArgs {
-    /// Model name (see --list), or `op:NAME` for a single registered op.
+    /// Model name (see --list), `op:NAME` for a single registered op, or an ONNX file
+    /// (`path/to/model.onnx`; its weights, in the file or beside it, are never read).
     model: Option<String>,
     /// Print the registry: one line per model with params and MACs at its default input.
     #[arg(long)]
@@ -150,7 +151,8 @@ struct AnalyzeArgs {
     /// Fold rows into blocks of this many path components (e.g. 2: `features.3`).
     #[arg(long)]
     depth: Option<usize>,
-    /// Input shape without batch, e.g. 3x224x224 (default: the model's).
+    /// Input shape without batch, e.g. 3x224x224 (default: the model's); for an ONNX file also
+    /// with it (1x3x224x224), which a dynamic batch or size needs.
     #[arg(long)]
     input: Option<String>,
     /// Batch size.
@@ -305,12 +307,42 @@ fn run_analyze(registry: &Registry, a: &AnalyzeArgs) -> Result<String, CliError>
     if name == "all" {
         return compare_all(registry, a, &device);
     }
+    if is_onnx(registry, name) {
+        return analyze_onnx(a, std::path::Path::new(name));
+    }
     if a.batch == 0 {
         return Err(CliError::Usage("--batch must be at least 1".into()));
     }
     let input = a.input.as_deref().map(parse_shape).transpose()?;
     let options = ModelOptions { num_classes: a.num_classes, width_mult: a.width_mult, ..Default::default() };
     let report = analyze_model(registry, name, &options, input, a.batch, &device)?;
+    Ok(match a.format {
+        Format::Table => report.to_table(a.depth),
+        Format::Md => report.to_markdown(a.depth),
+        Format::Json => report.to_json() + "\n",
+    })
+}
+
+/// An ONNX file: named `.onnx`, or an existing file that is not a registered name.
+fn is_onnx(registry: &Registry, name: &str) -> bool {
+    let p = std::path::Path::new(name);
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) || (registry.get(name).is_err() && p.is_file())
+}
+
+/// `analyze path/to/model.onnx`.
+fn analyze_onnx(a: &AnalyzeArgs, path: &std::path::Path) -> Result<String, CliError> {
+    if a.batch == 0 {
+        return Err(CliError::Usage("--batch must be at least 1".into()));
+    }
+    if !path.is_file() {
+        return Err(CliError::Usage(format!(
+            "{}: no such file (give the path of an .onnx file, or a model name from --list)",
+            path.display()
+        )));
+    }
+    let input = a.input.as_deref().map(parse_shape).transpose()?;
+    let report = kiln_analyze::onnx::analyze_file(path, input.as_deref(), a.batch)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
     Ok(match a.format {
         Format::Table => report.to_table(a.depth),
         Format::Md => report.to_markdown(a.depth),

@@ -312,7 +312,7 @@ impl<'m, 'a> Ctx<'m, 'a> {
                 return path;
             }
         }
-        match n.name.strip_prefix("node_").unwrap_or(n.name) {
+        match n.name.trim_start_matches('/').strip_prefix("node_").unwrap_or(n.name.trim_start_matches('/')) {
             "" => format!("{}_{index}", n.op_type),
             name => name.to_string(),
         }
