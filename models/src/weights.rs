@@ -37,6 +37,16 @@ pub enum WeightError {
         /// The reader's message, on one line.
         reason: String,
     },
+    /// The file's pickle asks for something a torch.save state_dict never contains (a global
+    /// other than the tensor rebuilders, a pickle bomb, a size larger than the file): refused
+    /// before anything is read from it (see [`crate::pickle_guard`]).
+    #[error("{path} is refused: {reason}; kiln reads only the tensors of a state_dict saved with torch.save and runs no code from the file")]
+    Refused {
+        /// The file.
+        path: String,
+        /// What it asked for, on one line.
+        reason: String,
+    },
     /// Keys missing, unexpected or of the wrong shape.
     #[error("{path} does not match the model: {}", describe(.missing, .unexpected, .mismatched))]
     Mismatch {
@@ -178,6 +188,13 @@ pub fn load_pytorch<M: Module + Trace>(model: &mut M, path: &Path, input: &[usiz
     if !path.is_file() {
         return Err(WeightError::NotFound(shown));
     }
+    let bytes = std::fs::read(path)
+        .map_err(|e| WeightError::NotPyTorch { path: shown.clone(), reason: format!("cannot read it ({e})") })?;
+    crate::pickle_guard::check_bytes(&bytes).map_err(|e| match e {
+        crate::pickle_guard::GuardError::Malformed(reason) => WeightError::NotPyTorch { path: shown.clone(), reason },
+        crate::pickle_guard::GuardError::Refused(reason) => WeightError::Refused { path: shown.clone(), reason },
+    })?;
+    drop(bytes);
     let keys = torch_keys(model, input)?;
     let expected: Vec<String> = keys.iter().map(|(t, _)| t.clone()).collect();
     let remapper = KeyRemapper::from_patterns(
