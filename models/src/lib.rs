@@ -23,6 +23,7 @@ pub mod mobilenet_v1;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
 pub mod npy;
+pub mod pickle_guard;
 pub mod registry;
 pub mod resnet;
 pub mod segnet;

@@ -37,6 +37,16 @@ pub enum WeightError {
         /// The reader's message, on one line.
         reason: String,
     },
+    /// The file's pickle asks for something a torch.save state_dict never contains (a global
+    /// other than the tensor rebuilders, a pickle bomb, a size larger than the file): refused
+    /// before anything is read from it (see [`crate::pickle_guard`]).
+    #[error("{path} is refused: {reason}; kiln reads only the tensors of a state_dict saved with torch.save and runs no code from the file")]
+    Refused {
+        /// The file.
+        path: String,
+        /// What it asked for, on one line.
+        reason: String,
+    },
     /// Keys missing, unexpected or of the wrong shape.
     #[error("{path} does not match the model: {}", describe(.missing, .unexpected, .mismatched))]
     Mismatch {
@@ -68,7 +78,16 @@ pub fn save_burnpack<M: burn::module::Module>(model: &M, path: &Path) -> Result<
     let err = |reason: String| WeightError::Burnpack { path: path.display().to_string(), reason };
     let tmp = path.with_extension("bpk.partial");
     let result = model.clone().save_file(&tmp).map_err(|e| err(one_line(&e.to_string())));
-    let result = result.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| err(e.to_string())));
+    // Synced before and after the rename (file, then folder), so a crash leaves the old file or the new one.
+    let result = result.and_then(|()| {
+        (|| {
+            std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::File::open(dir).and_then(|d| d.sync_all())
+        })()
+        .map_err(|e: std::io::Error| err(e.to_string()))
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -178,6 +197,13 @@ pub fn load_pytorch<M: Module + Trace>(model: &mut M, path: &Path, input: &[usiz
     if !path.is_file() {
         return Err(WeightError::NotFound(shown));
     }
+    let bytes = std::fs::read(path)
+        .map_err(|e| WeightError::NotPyTorch { path: shown.clone(), reason: format!("cannot read it ({e})") })?;
+    crate::pickle_guard::check_bytes(&bytes).map_err(|e| match e {
+        crate::pickle_guard::GuardError::Malformed(reason) => WeightError::NotPyTorch { path: shown.clone(), reason },
+        crate::pickle_guard::GuardError::Refused(reason) => WeightError::Refused { path: shown.clone(), reason },
+    })?;
+    drop(bytes);
     let keys = torch_keys(model, input)?;
     let expected: Vec<String> = keys.iter().map(|(t, _)| t.clone()).collect();
     let remapper = KeyRemapper::from_patterns(

@@ -54,7 +54,7 @@ pub fn save_compressed<M: Compressible>(model: &M, plan: &SavedPlan, dir: &Path)
     let weights = dir.join(WEIGHTS_FILE);
     let tmp = dir.join("model.bpk.tmp");
     model.clone().save_file(&tmp).map_err(|e| CompressError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &weights).map_err(|e| CompressError::io(&weights, e))?;
+    kiln_data::fsutil::commit_atomic(&tmp, &weights).map_err(|e| CompressError::io(&weights, e))?;
     let json = serde_json::to_string_pretty(&plan).map_err(|e| CompressError::io(dir, e))?;
     let p = dir.join(PLAN_FILE);
     kiln_data::write_atomic(&p, json.as_bytes()).map_err(|e| CompressError::io(&p, e))?;

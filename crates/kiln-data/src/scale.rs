@@ -242,7 +242,7 @@ impl Scaler {
 
     /// Writes the scaler as JSON to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json()).map_err(io_err(path))
+        crate::fsutil::write_atomic(path, self.to_json().as_bytes()).map_err(io_err(path))
     }
 
     /// Reads a scaler saved by [`save`](Self::save).
