@@ -35,40 +35,6 @@ fn analyze_model_reports_unknown_names_and_bad_inputs() {
     assert_eq!(r.total.macs, 8 * one.total.macs);
 }
 
-#[test]
-fn xtask_binary_exit_codes_and_formats() {
-    // The xtask binary is built by `cargo test --workspace`; locate it next to this test binary.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let xtask = dir.join(format!("xtask{}", std::env::consts::EXE_SUFFIX));
-    if !xtask.is_file() {
-        eprintln!("xtask binary not built at {} (run `cargo build -p xtask`); skipping", xtask.display());
-        return;
-    }
-    let run = |args: &[&str]| std::process::Command::new(&xtask).args(args).output().unwrap();
-    let out = run(&["analyze", "mobilenet", "--format", "json"]);
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["total"]["params"], 3_504_872);
-    assert_eq!(v["total"]["macs"], 300_774_272);
-    assert_eq!(v["model"], "mobilenet_v2");
-    let out = run(&["analyze", "resnet9000"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    let out = run(&["analyze", "mobilenet", "--input", "3xfoo"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = run(&["analyze", "mobilenet", "--bogus-flag"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = run(&["analyze", "mobilenet", "--depth", "1"]);
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("features") && table.contains("classifier") && table.contains("MACs:"), "{table}");
-    assert!(!table.contains("features.3"), "depth 1 folds blocks");
-    let out = run(&["analyze", "--list"]);
-    let list = String::from_utf8_lossy(&out.stdout);
-    assert!(list.contains("mobilenet_v3_small") && list.contains("3,504,872"), "{list}");
-}
-
 /// The zoo's own twins exported from torchvision (`scripts/export-onnx.py`, graph only, both
 /// exporters) analyze to the zoo's MACs and receptive field; the ONNX files' params are their
 /// float initializers (BatchNorm is folded into the convolutions by both exporters).
@@ -104,36 +70,3 @@ fn onnx_exports_of_zoo_models_match_the_zoo() {
     }
 }
 
-#[test]
-fn xtask_analyzes_onnx_files_and_rejects_bad_ones_in_one_line() {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let xtask = dir.join(format!("xtask{}", std::env::consts::EXE_SUFFIX));
-    if !xtask.is_file() {
-        eprintln!("xtask binary not built at {} (run `cargo build -p xtask`); skipping", xtask.display());
-        return;
-    }
-    let run = |args: &[&str]| std::process::Command::new(&xtask).args(args).output().unwrap();
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-analyze/tests/data");
-    let file = data.join("resnet18-dynamo.onnx");
-    let out = run(&["analyze", file.to_str().unwrap(), "--format", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["total"]["macs"], 1_814_073_344u64);
-    assert_eq!(v["total"]["receptive_field"], 435);
-    let bogus = std::env::temp_dir().join(format!("kiln-not-onnx-{}.onnx", std::process::id()));
-    std::fs::write(&bogus, "this is not a model").unwrap();
-    let missing = data.join("missing.onnx");
-    for (args, why) in [
-        (vec!["analyze", bogus.to_str().unwrap()], "not a valid ONNX model"),
-        (vec!["analyze", missing.to_str().unwrap()], "no such file"),
-        (vec!["analyze", file.to_str().unwrap(), "--input", "1x3x99x99"], "fixed shape"),
-    ] {
-        let out = run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.lines().count() == 1 && err.contains(why), "{args:?}: {err}");
-        assert!(out.stdout.is_empty());
-    }
-    std::fs::remove_file(&bogus).unwrap();
-}

@@ -101,23 +101,3 @@ fn bad_dataset_and_flags_fail_without_output() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-#[test]
-fn xtask_binary_prints_one_line_errors() {
-    // The xtask binary is built by `cargo test --workspace`; locate it next to this test binary.
-    let exe = std::env::current_exe().unwrap();
-    let xtask = exe.parent().unwrap().parent().unwrap().join(format!("xtask{}", std::env::consts::EXE_SUFFIX));
-    if !xtask.is_file() {
-        eprintln!("xtask binary not built at {} (run `cargo build -p xtask`); skipping", xtask.display());
-        return;
-    }
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap();
-    if modified(&xtask) < modified(&exe) {
-        eprintln!("xtask binary at {} is older than this test (stale build); skipping", xtask.display());
-        return;
-    }
-    let out = std::process::Command::new(&xtask).args(["cluster", "--dataset", "/no/such/dataset"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("/no/such/dataset") && err.contains("not found"), "{err}");
-}
