@@ -381,7 +381,7 @@ impl<'a> Scan<'a> {
                 _ => {
                     return refused(format!(
                         "a tensor of size {size:?} (stride {stride:?}, offset {offset}) reaches past its storage of {numel} elements"
-                    ))
+                    ));
                 }
             }
         }
@@ -533,7 +533,7 @@ impl<'a> Scan<'a> {
                 0x82..=0x84 => {
                     return refused(
                         "it uses the pickle extension registry (EXT opcodes), which torch.save never writes",
-                    )
+                    );
                 }
                 0x97 | 0x98 => return refused("it uses out-of-band buffers, which torch.save never writes"),
                 b'P' => return refused("it uses a text persistent id (PERSID), which torch.save never writes"),

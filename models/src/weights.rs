@@ -40,7 +40,9 @@ pub enum WeightError {
     /// The file's pickle asks for something a torch.save state_dict never contains (a global
     /// other than the tensor rebuilders, a pickle bomb, a size larger than the file): refused
     /// before anything is read from it (see [`crate::pickle_guard`]).
-    #[error("{path} is refused: {reason}; kiln reads only the tensors of a state_dict saved with torch.save and runs no code from the file")]
+    #[error(
+        "{path} is refused: {reason}; kiln reads only the tensors of a state_dict saved with torch.save and runs no code from the file"
+    )]
     Refused {
         /// The file.
         path: String,
