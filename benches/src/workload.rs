@@ -421,24 +421,9 @@ fn trainer(
     batches: Vec<(Tensor<4>, Tensor<1, Int>)>,
     lr: f64,
 ) -> Result<Runner, String> {
-    use kiln_models::shufflenet_v2::ShuffleNetV2;
-    use kiln_models::{lenet::LeNet5, mobilenet_v2::MobileNetV2, mobilenet_v3::MobileNetV3, resnet::ResNet};
+    // Any registered model trains, behind kiln-models' one erased module type.
     let built = kiln_models::build(model, opts, device).map_err(|e| e.to_string())?;
-    let any = built.into_any();
-    macro_rules! try_type {
-        ($any:expr, $($t:ty),*) => {{
-            let any = $any;
-            $(
-                let any = match any.downcast::<$t>() {
-                    Ok(m) => return Ok(train_runner(*m, device, batches, lr)),
-                    Err(a) => a,
-                };
-            )*
-            drop(any);
-            Err(format!("training benches support lenet5, mobilenet_v2, mobilenet_v3_*, resnet*, shufflenet_v2_*; got '{model}'"))
-        }};
-    }
-    try_type!(any, LeNet5, MobileNetV2, MobileNetV3, ResNet, ShuffleNetV2)
+    Ok(train_runner(kiln_models::AnyModel::new(built), device, batches, lr))
 }
 
 fn train_runner<M: Module + ZooModel + 'static>(

@@ -181,6 +181,16 @@ impl Trace for ConvAutoencoder {
     }
 }
 
+impl crate::Hooks for ConvAutoencoder {
+    fn task_override(&self) -> Option<crate::Task> {
+        Some(crate::Task::Reconstruction)
+    }
+
+    fn encode(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        Some(ConvAutoencoder::encode(self, x))
+    }
+}
+
 crate::zoo_model!(ConvAutoencoder, map);
 
 /// Hidden width of the [`DenseAutoencoder`] (each side of the code).
@@ -279,6 +289,16 @@ impl Trace for DenseAutoencoder {
             let out = vec![x.shape[0], c, h, w];
             Ok(t.op(Some("4"), &[&x], out, OpCost::new("Unflatten").detail(format!("->{c}x{h}x{w}")).view()))
         })
+    }
+}
+
+impl crate::Hooks for DenseAutoencoder {
+    fn task_override(&self) -> Option<crate::Task> {
+        Some(crate::Task::Reconstruction)
+    }
+
+    fn encode(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        Some(DenseAutoencoder::encode(self, x))
     }
 }
 

@@ -269,6 +269,12 @@ impl Trace for DeepLabMobileNetV2 {
     }
 }
 
+impl crate::Hooks for DeepLabMobileNetV2 {
+    fn has_dropout(&self) -> bool {
+        true
+    }
+}
+
 crate::zoo_model!(DeepLabMobileNetV2, map);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -8,14 +8,15 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
-use kiln_layers::{Act, ActKind};
+use kiln_layers::{Act, ActKind, fold_bn_keep, unshare_bn};
 
+use crate::common::{conv, kaiming_normal};
 use crate::registry::{ModelEntry, ModelOptions};
 
 /// Layers per dense block of DenseNet-121.
@@ -44,17 +45,6 @@ pub struct DenseNetConfig {
     pub in_channels: usize,
 }
 
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {
-    let p = (k - 1) / 2;
-    // torchvision: `nn.init.kaiming_normal_(m.weight)` (fan-in, ReLU gain).
-    Conv2dConfig::new([cin, cout], [k, k])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .with_bias(false)
-        .with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: false })
-        .init(device)
-}
-
 impl DenseNetConfig {
     /// Builds the network with torchvision's initialization.
     pub fn init(&self, device: &Device) -> DenseNet {
@@ -68,9 +58,9 @@ impl DenseNetConfig {
                     let mid = self.bn_size * self.growth_rate;
                     DenseLayer {
                         norm1: BatchNormConfig::new(cin).init(device),
-                        conv1: conv(cin, mid, 1, 1, device),
+                        conv1: conv(cin, mid, 1, 1, 1, kaiming_normal(false), device),
                         norm2: BatchNormConfig::new(mid).init(device),
-                        conv2: conv(mid, self.growth_rate, 3, 1, device),
+                        conv2: conv(mid, self.growth_rate, 3, 1, 1, kaiming_normal(false), device),
                         relu: Act::new(ActKind::Relu),
                     }
                 })
@@ -81,7 +71,7 @@ impl DenseNetConfig {
                 transitions.push(Transition {
                     norm: BatchNormConfig::new(c).init(device),
                     relu: Act::new(ActKind::Relu),
-                    conv: conv(c, c / 2, 1, 1, device),
+                    conv: conv(c, c / 2, 1, 1, 1, kaiming_normal(false), device),
                     pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
                 });
                 c /= 2;
@@ -90,7 +80,7 @@ impl DenseNetConfig {
         let mut classifier = LinearConfig::new(c, self.num_classes).init(device);
         classifier.bias = Some(Param::from_tensor(Tensor::zeros([self.num_classes], device)));
         DenseNet {
-            conv0: conv(self.in_channels, self.num_init_features, 7, 2, device),
+            conv0: conv(self.in_channels, self.num_init_features, 7, 2, 1, kaiming_normal(false), device),
             norm0: BatchNormConfig::new(self.num_init_features).init(device),
             relu: Act::new(ActKind::Relu),
             pool0: MaxPool2dConfig::new([3, 3])
@@ -290,6 +280,34 @@ impl Trace for DenseNet {
         let x = ops::global_avg_pool(t, Some("avgpool"), &x, true)?;
         let x = ops::flatten(t, Some("flatten"), &x)?;
         trace_in(t, "classifier", &self.classifier, x)
+    }
+}
+
+impl crate::Hooks for DenseNet {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(DenseNet::features(self, x))
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_bn(&mut self.norm0);
+        for l in self.blocks.iter_mut().flat_map(|b| b.layers.iter_mut()) {
+            unshare_bn(&mut l.norm1);
+            unshare_bn(&mut l.norm2);
+        }
+        for t in &mut self.transitions {
+            unshare_bn(&mut t.norm);
+        }
+        unshare_bn(&mut self.norm5);
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        // DenseNet's norms come before their convolutions (BN-ReLU-conv); only the stem's
+        // conv0 -> norm0 and each layer's conv1 -> norm2 are conv-then-norm.
+        let mut n = fold_bn_keep(&mut self.conv0, &mut self.norm0);
+        for l in self.blocks.iter_mut().flat_map(|b| b.layers.iter_mut()) {
+            n += fold_bn_keep(&mut l.conv1, &mut l.norm2);
+        }
+        n
     }
 }
 

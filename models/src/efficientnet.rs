@@ -306,6 +306,41 @@ impl Trace for EfficientNet {
     }
 }
 
+impl crate::Hooks for EfficientNet {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(EfficientNet::features(self, x))
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let mut n = self.stem.fold_bn_in_place() + self.head.fold_bn_in_place();
+        for b in self.stages.iter_mut().flatten() {
+            n += b.expand.as_mut().map_or(0, |e| e.fold_bn_in_place());
+            n += b.depthwise.fold_bn_in_place() + b.project.fold_bn_in_place();
+        }
+        n
+    }
+
+    fn sync_groups(&mut self) {
+        self.stages.iter_mut().flatten().for_each(|b| b.depthwise.sync_groups());
+    }
+
+    fn unshare_running_stats(&mut self) {
+        self.stem.unshare_running_stats();
+        self.head.unshare_running_stats();
+        for b in self.stages.iter_mut().flatten() {
+            if let Some(e) = &mut b.expand {
+                e.unshare_running_stats();
+            }
+            b.depthwise.unshare_running_stats();
+            b.project.unshare_running_stats();
+        }
+    }
+
+    fn has_dropout(&self) -> bool {
+        true
+    }
+}
+
 crate::zoo_model!(EfficientNet, logits);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -7,7 +7,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
-use kiln_layers::{Act, ActKind, ConvBnAct, make_divisible};
+use kiln_layers::{Act, ActKind, ConvBnAct, make_divisible, sync_depthwise, unshare_bn};
 
 use crate::registry::{ModelEntry, ModelOptions};
 
@@ -77,7 +77,7 @@ use crate::common::{bn, conv};
 /// `nn.Sequential(Conv2d, BatchNorm2d, act)`: children `0`, `1`, `2` (`2` is `nn.Identity` when
 /// `act` is [`ActKind::Identity`]).
 fn seq(cin: usize, cout: usize, k: usize, groups: usize, act: ActKind, device: &Device) -> ConvBnAct {
-    ConvBnAct { conv: conv(cin, cout, k, 1, groups, device), bn: Some(bn(cout, device)), act: Act::new(act) }
+    ConvBnAct { conv: conv(cin, cout, k, 1, groups, None, device), bn: Some(bn(cout, device)), act: Act::new(act) }
 }
 
 impl GhostNetConfig {
@@ -101,13 +101,13 @@ impl GhostNetConfig {
         }
         let out = make_divisible(last_exp as f64 * w, 4);
         let final_block = TimmConvBnAct {
-            conv: conv(prev, out, 1, 1, 1, device),
+            conv: conv(prev, out, 1, 1, 1, None, device),
             bn1: bn(out, device),
             act: Act::new(ActKind::Relu),
         };
         let head = 1280;
         GhostNet {
-            conv_stem: conv(self.in_channels, stem_chs, 3, 2, 1, device),
+            conv_stem: conv(self.in_channels, stem_chs, 3, 2, 1, None, device),
             bn1: bn(stem_chs, device),
             act1: Act::new(ActKind::Relu),
             blocks,
@@ -272,14 +272,14 @@ impl GhostBottleneck {
         let strided = stride > 1;
         Self {
             ghost1: GhostModule::new(in_chs, mid, ActKind::Relu, device),
-            conv_dw: strided.then(|| conv(mid, mid, k, stride, mid, device)),
+            conv_dw: strided.then(|| conv(mid, mid, k, stride, mid, None, device)),
             bn_dw: strided.then(|| bn(mid, device)),
             se: (se > 0.0).then(|| TimmSqueezeExcite::new(mid, se, device)),
             ghost2: GhostModule::new(mid, out, ActKind::Identity, device),
             shortcut: (in_chs != out || strided).then(|| GhostShortcut {
-                dw: conv(in_chs, in_chs, k, stride, in_chs, device),
+                dw: conv(in_chs, in_chs, k, stride, in_chs, None, device),
                 dw_bn: bn(in_chs, device),
-                pw: conv(in_chs, out, 1, 1, 1, device),
+                pw: conv(in_chs, out, 1, 1, 1, None, device),
                 pw_bn: bn(out, device),
             }),
         }
@@ -419,6 +419,47 @@ impl Trace for GhostNet {
         let x = ops::flatten(t, Some("flatten"), &x)?;
         let x = trace_in(t, "dropout", &self.dropout, x)?;
         trace_in(t, "classifier", &self.classifier, x)
+    }
+}
+
+impl crate::Hooks for GhostNet {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(GhostNet::features(self, x))
+    }
+
+    fn sync_groups(&mut self) {
+        for b in self.blocks.iter_mut().flatten() {
+            b.ghost1.cheap_operation.sync_groups();
+            b.ghost2.cheap_operation.sync_groups();
+            if let Some(c) = &mut b.conv_dw {
+                sync_depthwise(c);
+            }
+            if let Some(s) = &mut b.shortcut {
+                sync_depthwise(&mut s.dw);
+            }
+        }
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_bn(&mut self.bn1);
+        for b in self.blocks.iter_mut().flatten() {
+            for g in [&mut b.ghost1, &mut b.ghost2] {
+                g.primary_conv.unshare_running_stats();
+                g.cheap_operation.unshare_running_stats();
+            }
+            if let Some(bn) = &mut b.bn_dw {
+                unshare_bn(bn);
+            }
+            if let Some(s) = &mut b.shortcut {
+                unshare_bn(&mut s.dw_bn);
+                unshare_bn(&mut s.pw_bn);
+            }
+        }
+        unshare_bn(&mut self.final_block.bn1);
+    }
+
+    fn has_dropout(&self) -> bool {
+        true
     }
 }
 

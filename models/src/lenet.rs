@@ -137,6 +137,17 @@ impl Trace for LeNet5 {
     }
 }
 
+impl crate::Hooks for LeNet5 {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        let x = self.pool.forward(self.relu.forward(self.conv1.forward(x)));
+        Some(self.pool.forward(self.relu.forward(self.conv2.forward(x))))
+    }
+
+    fn has_dropout(&self) -> bool {
+        true
+    }
+}
+
 crate::zoo_model!(LeNet5, logits);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -111,6 +111,37 @@ impl Trace for MobileNetV1 {
     }
 }
 
+impl crate::Hooks for MobileNetV1 {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        let mut x = self.act1.forward(self.bn1.forward(self.conv_stem.forward(x)));
+        for b in self.blocks.iter().flatten() {
+            x = b.forward(x);
+        }
+        Some(x)
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let mut n = kiln_layers::fold_bn_keep(&mut self.conv_stem, &mut self.bn1);
+        for b in self.blocks.iter_mut().flatten() {
+            n += kiln_layers::fold_bn_keep(&mut b.conv_dw, &mut b.bn1)
+                + kiln_layers::fold_bn_keep(&mut b.conv_pw, &mut b.bn2);
+        }
+        n
+    }
+
+    fn sync_groups(&mut self) {
+        self.blocks.iter_mut().flatten().for_each(|b| kiln_layers::sync_depthwise(&mut b.conv_dw));
+    }
+
+    fn unshare_running_stats(&mut self) {
+        kiln_layers::unshare_bn(&mut self.bn1);
+        for b in self.blocks.iter_mut().flatten() {
+            kiln_layers::unshare_bn(&mut b.bn1);
+            kiln_layers::unshare_bn(&mut b.bn2);
+        }
+    }
+}
+
 crate::zoo_model!(MobileNetV1, logits);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -124,6 +124,33 @@ impl Trace for MobileNetV2 {
     }
 }
 
+/// Folding, group sync and unsharing are the blocks' own rules (`kiln_layers::hooks`).
+impl crate::Hooks for MobileNetV2 {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(MobileNetV2::features(self, x))
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let blocks: usize = self.blocks.iter_mut().map(|b| b.fold_bn_in_place()).sum();
+        self.stem.fold_bn_in_place() + blocks + self.head.fold_bn_in_place()
+    }
+
+    fn sync_groups(&mut self) {
+        self.stem.sync_groups();
+        self.blocks.iter_mut().for_each(|b| b.sync_groups());
+    }
+
+    fn unshare_running_stats(&mut self) {
+        self.stem.unshare_running_stats();
+        self.blocks.iter_mut().for_each(|b| b.unshare_running_stats());
+        self.head.unshare_running_stats();
+    }
+
+    fn has_dropout(&self) -> bool {
+        true
+    }
+}
+
 crate::zoo_model!(MobileNetV2, logits);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

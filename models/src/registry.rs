@@ -229,22 +229,13 @@ impl Registry {
         let model = (entry.build)(&options, device)?;
         if let Some(p) = options.dropout
             && p > 0.0
+            && !model.has_dropout()
         {
-            // The trace lists the model's ops; a dropout option on a model without a dropout
-            // layer would otherwise be silently ignored.
-            let mut input = vec![1];
-            input.extend(entry.default_input);
-            input[1] = options.in_channels;
-            let has_dropout = kiln_analyze::analyze(&*model, &entry.name, &input)
-                .map(|r| r.layers.iter().any(|l| l.op == "Dropout"))
-                .unwrap_or(false);
-            if !has_dropout {
-                return Err(ZooError::InvalidOption(format!(
-                    "{} has no dropout layer, so --dropout cannot apply (models with one: lenet5, vgg16, \
-                     mobilenet_v2, mobilenet_v3_*, efficientnet_b0, ghostnet, deeplab_mobilenet_v2)",
-                    entry.name
-                )));
-            }
+            // A dropout option on a model without a dropout layer would otherwise be silently ignored.
+            return Err(ZooError::InvalidOption(format!(
+                "{} has no dropout layer, so --dropout cannot apply; drop the flag",
+                entry.name
+            )));
         }
         Ok(model)
     }

@@ -3,14 +3,15 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, trace_in};
-use kiln_layers::{Act, ActKind};
+use kiln_layers::{Act, ActKind, fold_bn_keep, unshare_bn};
 
+use crate::common::{conv, kaiming_normal};
 use crate::registry::{ModelEntry, ModelOptions};
 
 /// Blocks per stage (`layers` argument of torchvision's `ResNet`).
@@ -54,16 +55,6 @@ pub struct ResNetConfig {
     pub in_channels: usize,
 }
 
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {
-    let p = (k - 1) / 2;
-    Conv2dConfig::new([cin, cout], [k, k])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .with_bias(false)
-        .with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true })
-        .init(device)
-}
-
 impl ResNetConfig {
     /// ResNet-18.
     pub fn resnet18() -> Self {
@@ -92,14 +83,14 @@ impl ResNetConfig {
                         let s = if i == 0 { stride } else { 1 };
                         let out = planes * expansion;
                         let downsample = (s != 1 || inplanes != out).then(|| Downsample {
-                            conv: conv(inplanes, out, 1, s, device),
+                            conv: conv(inplanes, out, 1, s, 1, kaiming_normal(true), device),
                             bn: BatchNormConfig::new(out).init(device),
                         });
                         let block = match self.block {
                             BlockKind::Basic => ResBlock {
-                                conv1: conv(inplanes, planes, 3, s, device),
+                                conv1: conv(inplanes, planes, 3, s, 1, kaiming_normal(true), device),
                                 bn1: BatchNormConfig::new(planes).init(device),
-                                conv2: conv(planes, planes, 3, 1, device),
+                                conv2: conv(planes, planes, 3, 1, 1, kaiming_normal(true), device),
                                 bn2: BatchNormConfig::new(planes).init(device),
                                 conv3: None,
                                 bn3: None,
@@ -107,11 +98,11 @@ impl ResNetConfig {
                                 downsample,
                             },
                             BlockKind::Bottleneck => ResBlock {
-                                conv1: conv(inplanes, planes, 1, 1, device),
+                                conv1: conv(inplanes, planes, 1, 1, 1, kaiming_normal(true), device),
                                 bn1: BatchNormConfig::new(planes).init(device),
-                                conv2: conv(planes, planes, 3, s, device),
+                                conv2: conv(planes, planes, 3, s, 1, kaiming_normal(true), device),
                                 bn2: BatchNormConfig::new(planes).init(device),
-                                conv3: Some(conv(planes, out, 1, 1, device)),
+                                conv3: Some(conv(planes, out, 1, 1, 1, kaiming_normal(true), device)),
                                 bn3: Some(BatchNormConfig::new(out).init(device)),
                                 relu: Act::new(ActKind::Relu),
                                 downsample,
@@ -124,7 +115,7 @@ impl ResNetConfig {
             })
             .collect();
         ResNet {
-            conv1: conv(self.in_channels, 64, 7, 2, device),
+            conv1: conv(self.in_channels, 64, 7, 2, 1, kaiming_normal(true), device),
             bn1: BatchNormConfig::new(64).init(device),
             relu: Act::new(ActKind::Relu),
             maxpool: MaxPool2dConfig::new([3, 3])
@@ -279,6 +270,40 @@ impl Trace for ResNet {
         let x = ops::global_avg_pool(t, Some("avgpool"), &x, true)?;
         let x = ops::flatten(t, Some("flatten"), &x)?;
         trace_in(t, "fc", &self.fc, x)
+    }
+}
+
+impl crate::Hooks for ResNet {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(ResNet::features(self, x))
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_bn(&mut self.bn1);
+        for b in self.stages.iter_mut().flatten() {
+            unshare_bn(&mut b.bn1);
+            unshare_bn(&mut b.bn2);
+            if let Some(bn) = &mut b.bn3 {
+                unshare_bn(bn);
+            }
+            if let Some(d) = &mut b.downsample {
+                unshare_bn(&mut d.bn);
+            }
+        }
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let mut n = fold_bn_keep(&mut self.conv1, &mut self.bn1);
+        for b in self.stages.iter_mut().flatten() {
+            n += fold_bn_keep(&mut b.conv1, &mut b.bn1) + fold_bn_keep(&mut b.conv2, &mut b.bn2);
+            if let (Some(c), Some(bn)) = (&mut b.conv3, &mut b.bn3) {
+                n += fold_bn_keep(c, bn);
+            }
+            if let Some(d) = &mut b.downsample {
+                n += fold_bn_keep(&mut d.conv, &mut d.bn);
+            }
+        }
+        n
     }
 }
 

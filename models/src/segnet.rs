@@ -164,6 +164,8 @@ impl Trace for SegNet {
     }
 }
 
+impl crate::Hooks for SegNet {}
+
 crate::zoo_model!(SegNet, map);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -7,7 +7,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
-use kiln_layers::{Act, ActKind, ChannelShuffle, ChannelShuffleConfig};
+use kiln_layers::{Act, ActKind, ChannelShuffle, ChannelShuffleConfig, fold_bn_keep, sync_depthwise, unshare_bn};
 
 use crate::registry::{ModelEntry, ModelOptions, ZooError};
 
@@ -57,7 +57,7 @@ impl ShuffleNetV2Config {
     pub fn init(&self, device: &Device) -> ShuffleNetV2 {
         let ch = self.stages_out_channels;
         let conv1 = ConvBnRelu {
-            conv: conv(self.in_channels, ch[0], 3, 2, 1, device),
+            conv: conv(self.in_channels, ch[0], 3, 2, 1, None, device),
             bn: bn(ch[0], device),
             relu: Act::new(ActKind::Relu),
         };
@@ -76,7 +76,7 @@ impl ShuffleNetV2Config {
             input = output;
         }
         let conv5 = ConvBnRelu {
-            conv: conv(input, ch[4], 1, 1, 1, device),
+            conv: conv(input, ch[4], 1, 1, 1, None, device),
             bn: bn(ch[4], device),
             relu: Act::new(ActKind::Relu),
         };
@@ -211,20 +211,20 @@ impl ShuffleUnit {
         let bf = oup / 2;
         assert!(stride > 1 || inp == bf * 2, "stride-1 ShuffleNetV2 unit needs inp == oup // 2 * 2 ({inp} vs {oup})");
         let branch1 = (stride > 1).then(|| Branch1 {
-            dw: conv(inp, inp, 3, stride, inp, device),
+            dw: conv(inp, inp, 3, stride, inp, None, device),
             dw_bn: bn(inp, device),
-            pw: conv(inp, bf, 1, 1, 1, device),
+            pw: conv(inp, bf, 1, 1, 1, None, device),
             pw_bn: bn(bf, device),
             relu: Act::new(ActKind::Relu),
         });
         let b2_in = if stride > 1 { inp } else { bf };
         let branch2 = Branch2 {
-            pw1: conv(b2_in, bf, 1, 1, 1, device),
+            pw1: conv(b2_in, bf, 1, 1, 1, None, device),
             pw1_bn: bn(bf, device),
             relu1: Act::new(ActKind::Relu),
-            dw: conv(bf, bf, 3, stride, bf, device),
+            dw: conv(bf, bf, 3, stride, bf, None, device),
             dw_bn: bn(bf, device),
-            pw2: conv(bf, bf, 1, 1, 1, device),
+            pw2: conv(bf, bf, 1, 1, 1, None, device),
             pw2_bn: bn(bf, device),
             relu2: Act::new(ActKind::Relu),
         };
@@ -325,6 +325,48 @@ impl Trace for ShuffleNetV2 {
         x = trace_in(t, "conv5", &self.conv5, x)?;
         let x = ops::global_avg_pool(t, Some("mean"), &x, false)?;
         trace_in(t, "fc", &self.fc, x)
+    }
+}
+
+impl crate::Hooks for ShuffleNetV2 {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(ShuffleNetV2::features(self, x))
+    }
+
+    fn sync_groups(&mut self) {
+        for u in self.stages.iter_mut().flatten() {
+            if let Some(b) = &mut u.branch1 {
+                sync_depthwise(&mut b.dw);
+            }
+            sync_depthwise(&mut u.branch2.dw);
+        }
+    }
+
+    fn unshare_running_stats(&mut self) {
+        unshare_bn(&mut self.conv1.bn);
+        for u in self.stages.iter_mut().flatten() {
+            if let Some(b) = &mut u.branch1 {
+                unshare_bn(&mut b.dw_bn);
+                unshare_bn(&mut b.pw_bn);
+            }
+            unshare_bn(&mut u.branch2.pw1_bn);
+            unshare_bn(&mut u.branch2.dw_bn);
+            unshare_bn(&mut u.branch2.pw2_bn);
+        }
+        unshare_bn(&mut self.conv5.bn);
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let mut n = fold_bn_keep(&mut self.conv1.conv, &mut self.conv1.bn);
+        for u in self.stages.iter_mut().flatten() {
+            if let Some(b) = &mut u.branch1 {
+                n += fold_bn_keep(&mut b.dw, &mut b.dw_bn) + fold_bn_keep(&mut b.pw, &mut b.pw_bn);
+            }
+            let b = &mut u.branch2;
+            n += fold_bn_keep(&mut b.pw1, &mut b.pw1_bn) + fold_bn_keep(&mut b.dw, &mut b.dw_bn);
+            n += fold_bn_keep(&mut b.pw2, &mut b.pw2_bn);
+        }
+        n + fold_bn_keep(&mut self.conv5.conv, &mut self.conv5.bn)
     }
 }
 

@@ -196,6 +196,12 @@ impl Trace for SqueezeNet {
     }
 }
 
+impl crate::Hooks for SqueezeNet {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(SqueezeNet::features(self, x))
+    }
+}
+
 crate::zoo_model!(SqueezeNet, logits);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -265,6 +265,8 @@ impl Trace for UNet {
     }
 }
 
+impl crate::Hooks for UNet {}
+
 crate::zoo_model!(UNet, map);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -211,6 +211,31 @@ impl Trace for Vgg {
     }
 }
 
+impl crate::Hooks for Vgg {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        Some(Vgg::features(self, x))
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        let mut n = 0;
+        for c in self.stages.iter_mut().flatten() {
+            if let Some(bn) = c.bn.take() {
+                c.conv = kiln_layers::fold_bn_into_conv(c.conv.clone(), &bn);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn unshare_running_stats(&mut self) {
+        self.stages.iter_mut().flatten().filter_map(|c| c.bn.as_mut()).for_each(kiln_layers::unshare_bn);
+    }
+
+    fn has_dropout(&self) -> bool {
+        true
+    }
+}
+
 crate::zoo_model!(Vgg, logits);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

@@ -299,6 +299,8 @@ impl Trace for YoloV5FocusBackbone {
     }
 }
 
+impl crate::Hooks for YoloV5FocusBackbone {}
+
 crate::zoo_model!(YoloV5FocusBackbone, map);
 
 pub(crate) fn entries() -> Vec<ModelEntry> {

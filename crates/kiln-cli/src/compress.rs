@@ -1,32 +1,24 @@
 //! `cargo xtask compress`: loads a model folder written by `cargo xtask train`, runs the requested
 //! compression stages through [`kiln_compress::compress`] and prints the stage table. The library
-//! does the work; this file parses flags and picks the backend and the concrete model type.
+//! does the work; this file parses flags and picks the backend. Any registered classifier is
+//! compressed through [`AnyModel`] (a plugin's too): no list of model types here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use burn::tensor::Device;
 use kiln_compress::io::SavedPlan;
 use kiln_compress::{
-    Calibration, ChannelPruneConfig, Compressible, FinetuneConfig, Granularity, Importance, PipelineConfig,
-    PipelineData, QatConfig, QuantConfig,
+    Calibration, ChannelPruneConfig, FinetuneConfig, Granularity, Importance, PipelineConfig, PipelineData, QatConfig,
+    QuantConfig,
 };
-use kiln_models::Registry;
-use kiln_models::densenet::DenseNet;
-use kiln_models::ghostnet::GhostNet;
-use kiln_models::lenet::LeNet5;
-use kiln_models::mobilenet_v2::MobileNetV2;
-use kiln_models::mobilenet_v3::MobileNetV3;
-use kiln_models::resnet::ResNet;
-use kiln_models::shufflenet_v2::ShuffleNetV2;
-use kiln_models::squeezenet::SqueezeNet;
+use kiln_models::{AnyModel, Registry, Task};
 
+use crate::args::{CalibrationArg, ImportanceArg, QuantizeArg};
 use crate::{Backend, CliError};
 
 /// Arguments of `compress`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct CompressArgs {
-    /// Model name (the architecture of `--from`: lenet5, mobilenet_v2 / v3, resnet*, densenet*,
-    /// shufflenet_v2_*, ghostnet, squeezenet*).
+    /// Model name (the architecture of `--from`; any registered classifier).
     model: String,
     /// Folder written by `cargo xtask train --out` (model.json + model.bpk).
     #[arg(long)]
@@ -40,21 +32,21 @@ pub(crate) struct CompressArgs {
     /// Structured channel pruning: fraction of each channel group removed (0..1).
     #[arg(long)]
     prune_channels: Option<f64>,
-    /// Channel importance: l1 | l2 | bn-scale.
-    #[arg(long, default_value = "l1")]
-    importance: String,
+    /// Channel importance.
+    #[arg(long, value_enum, default_value_t = ImportanceArg::L1)]
+    importance: ImportanceArg,
     /// Keep a multiple of N channels per group.
     #[arg(long, default_value_t = 1)]
     round_to: usize,
     /// Fold batch norms into the convolutions.
     #[arg(long)]
     fold_bn: bool,
-    /// Quantization: int8.
-    #[arg(long)]
-    quantize: Option<String>,
-    /// Range calibration: minmax | percentile | mse.
-    #[arg(long, default_value = "minmax")]
-    calibration: String,
+    /// Quantization.
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
+    /// Range calibration.
+    #[arg(long, value_enum, default_value_t = CalibrationArg::Minmax)]
+    calibration: CalibrationArg,
     /// Weight scales per tensor instead of per output channel.
     #[arg(long)]
     per_tensor: bool,
@@ -127,19 +119,14 @@ fn ratio(name: &str, v: Option<f64>) -> Result<(), CliError> {
 pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliError> {
     ratio("prune-unstructured", args.prune_unstructured)?;
     ratio("prune-channels", args.prune_channels)?;
-    if let Some(q) = &args.quantize
-        && q != "int8"
-    {
-        return Err(usage(format!("--quantize supports int8 only, got '{q}'")));
-    }
     if args.qat_epochs > 0 && args.quantize.is_none() {
         return Err(usage("--qat-epochs needs --quantize int8"));
     }
     if !(2..=8).contains(&args.weight_bits) {
         return Err(usage(format!("--weight-bits must be in 2..=8, got {}", args.weight_bits)));
     }
-    let calibration: Calibration = args.calibration.parse().map_err(usage)?;
-    let importance: Importance = args.importance.parse().map_err(usage)?;
+    let calibration: Calibration = args.calibration.into();
+    let importance: Importance = args.importance.into();
     let eval_device = args.backend.device()?;
     let train_device = eval_device.clone().autodiff();
     let cfg = PipelineConfig {
@@ -213,62 +200,31 @@ pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliErr
         shapes: Default::default(),
         masks: vec![],
     };
+    if saved.spec.task != Task::Classification {
+        return Err(usage(format!(
+            "{} holds a {:?} model; compress measures accuracy, so it takes classifiers only",
+            args.from.display(),
+            saved.spec.task
+        )));
+    }
     let teacher = match &args.distill_from {
-        Some(dir) => Some(kiln_train::saved::load(registry, dir, &train_device).map_err(failed)?.model),
+        Some(dir) => {
+            let t = kiln_train::saved::load(registry, dir, &train_device).map_err(failed)?;
+            if t.spec.task != Task::Classification {
+                return Err(usage(format!("--distill-from {}: the teacher must be a classifier", dir.display())));
+            }
+            Some(AnyModel::new(t.model))
+        }
         None => None,
     };
-    let model = saved.model.into_any();
+    let model = AnyModel::new(saved.model);
     let d = PipelineData { train: &train, test: &test };
-    macro_rules! go {
-        ($($ty:ty),*) => {{
-            $(
-                let model = match model.downcast::<$ty>() {
-                    Ok(m) => return finish(*m, teacher, &plan, d, &cfg, &train_device, &eval_device, &args.out),
-                    Err(other) => other,
-                };
-            )*
-            drop(model);
-            Err(usage(format!(
-                "compress supports lenet5, mobilenet_v2, mobilenet_v3_*, resnet*, densenet*, shufflenet_v2_*, ghostnet and squeezenet* (models implementing kiln_compress::Compressible); got {canonical}"
-            )))
-        }};
-    }
-    go!(LeNet5, MobileNetV2, ResNet, MobileNetV3, DenseNet, ShuffleNetV2, GhostNet, SqueezeNet)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish<M: Compressible>(
-    model: M,
-    teacher: Option<Box<dyn kiln_models::ZooModel>>,
-    plan: &SavedPlan,
-    data: PipelineData<'_>,
-    cfg: &PipelineConfig,
-    train_device: &Device,
-    eval_device: &Device,
-    out: &Path,
-) -> Result<(), CliError> {
-    let report = match teacher {
-        None => kiln_compress::compress::<M, M>(model, plan, None, data, cfg, train_device, eval_device, out),
-        Some(t) => {
-            let any = t.into_any();
-            match any.downcast::<LeNet5>() {
-                Ok(t) => kiln_compress::compress(model, plan, Some(*t), data, cfg, train_device, eval_device, out),
-                Err(any) => match any.downcast::<MobileNetV2>() {
-                    Ok(t) => kiln_compress::compress(model, plan, Some(*t), data, cfg, train_device, eval_device, out),
-                    Err(any) => match any.downcast::<ResNet>() {
-                        Ok(t) => {
-                            kiln_compress::compress(model, plan, Some(*t), data, cfg, train_device, eval_device, out)
-                        }
-                        Err(_) => {
-                            return Err(usage("the teacher must be a lenet5, mobilenet_v2 or resnet model folder"));
-                        }
-                    },
-                },
-            }
-        }
-    }
-    .map_err(failed)?;
+    let report = kiln_compress::compress(model, &plan, teacher, d, &cfg, &train_device, &eval_device, &args.out)
+        .map_err(|e| match e {
+            kiln_compress::CompressError::InvalidOption(_) => usage(e),
+            e => failed(e),
+        })?;
     print!("{}", report.to_markdown());
-    println!("\nwrote {}/report.json, report.md and model/", out.display());
+    println!("\nwrote {}/report.json, report.md and model/", args.out.display());
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod args;
 mod bench;
 mod compress;
 mod train;

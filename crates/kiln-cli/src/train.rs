@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use kiln_models::Registry;
-use kiln_train::{ChannelAdapt, Display, InitKind, OptimizerKind, TrainConfig, TrainError};
+use kiln_train::{TrainConfig, TrainError};
 
+use crate::args::{ChannelsArg, InitArg, OptimizerArg, ProgressArg};
 use crate::{Backend, CliError};
 
 /// Arguments of `train`.
@@ -27,9 +28,9 @@ pub(crate) struct TrainArgs {
     /// Mini-batch size (`gd` uses the whole training split).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// gd | sgd | momentum | nesterov | adam | adagrad | rmsprop.
-    #[arg(long, default_value = "momentum")]
-    optimizer: String,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Momentum)]
+    optimizer: OptimizerArg,
     /// Learning rate (default per optimizer: 0.1 for GD and SGD, 0.05 for momentum / Nesterov,
     /// 1e-3 for Adam / RMSProp, 1e-2 for AdaGrad).
     #[arg(long)]
@@ -52,9 +53,9 @@ pub(crate) struct TrainArgs {
     /// Augmentations, e.g. `flip,crop:2,rotate:10,shear:0.1,elastic:8:3,jitter:0.2` (see docs/training.md).
     #[arg(long)]
     augment: Option<String>,
-    /// Weight init: default (the model's own) | kaiming | xavier | zeros.
-    #[arg(long, default_value = "default")]
-    init: String,
+    /// Weight init (default: the model's own).
+    #[arg(long, value_enum, default_value_t = InitArg::Default)]
+    init: InitArg,
     /// Seed of the split, shuffling, augmentation and initialization.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -74,10 +75,10 @@ pub(crate) struct TrainArgs {
     /// (default: minmax, i.e. [0, 1], for classifiers; none for autoencoders).
     #[arg(long)]
     scale: Option<String>,
-    /// When the data has fewer channels than the model: stem (build the first conv for the data's
-    /// channels) | repeat (repeat a gray channel).
-    #[arg(long, default_value = "stem")]
-    channels: String,
+    /// When the data has fewer channels than the model: build the first conv for the data's
+    /// channels, or repeat a gray channel.
+    #[arg(long, value_enum, default_value_t = ChannelsArg::Stem)]
+    channels: ChannelsArg,
     /// Resize images to NxN before the model (bilinear).
     #[arg(long, value_name = "N")]
     resize: Option<usize>,
@@ -96,9 +97,9 @@ pub(crate) struct TrainArgs {
     /// Temperature T of the distillation loss.
     #[arg(long, default_value_t = 4.0)]
     kd_temperature: f64,
-    /// Progress: auto (burn-train's dashboard on a terminal) | plain (one line per epoch) | quiet.
-    #[arg(long, default_value = "auto")]
-    progress: String,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
 }
 
 fn usage(e: TrainError) -> CliError {
@@ -115,7 +116,7 @@ impl TrainArgs {
         };
         c.epochs = self.epochs;
         c.batch_size = self.batch_size;
-        c.optimizer = self.optimizer.parse::<OptimizerKind>().map_err(usage)?;
+        c.optimizer = self.optimizer.into();
         c.lr = self.lr;
         c.weight_decay = self.weight_decay;
         c.l1 = self.l1;
@@ -123,7 +124,7 @@ impl TrainArgs {
         c.label_smoothing = self.label_smoothing;
         c.early_stopping = self.early_stopping;
         c.augment = self.augment.clone();
-        c.init = self.init.parse::<InitKind>().map_err(usage)?;
+        c.init = self.init.into();
         c.seed = self.seed;
         if let Some(out) = &self.out {
             c.out = out.clone();
@@ -135,18 +136,11 @@ impl TrainArgs {
             Some(s) => Some(s.parse().map_err(|e: kiln_data::DataError| CliError::Usage(e.to_string()))?),
             None => None,
         };
-        c.channels = self.channels.parse::<ChannelAdapt>().map_err(usage)?;
+        c.channels = self.channels.into();
         c.resize = self.resize;
         c.val_fraction = self.val_fraction;
         c.train_limit = self.train_limit;
-        c.display = match self.progress.as_str() {
-            "auto" => Display::Auto,
-            "plain" => Display::Plain,
-            "quiet" => Display::Quiet,
-            other => {
-                return Err(CliError::Usage(format!("unknown --progress '{other}': expected auto, plain or quiet")));
-            }
-        };
+        c.display = self.progress.into();
         c.teacher = self.teacher.clone();
         c.kd_alpha = self.kd_alpha;
         c.kd_temperature = self.kd_temperature;
@@ -156,10 +150,8 @@ impl TrainArgs {
 }
 
 pub(crate) fn run(registry: &Registry, args: &TrainArgs) -> Result<(), CliError> {
+    // `--augment` is parsed once, by `TrainConfig::validate` (in `config`).
     let cfg = args.config()?;
-    if let Some(a) = &cfg.augment {
-        kiln_data::Augment::parse(a).map_err(|e| CliError::Usage(format!("--augment: {e}")))?;
-    }
     let device = args.backend.device()?;
     let outcome = kiln_train::train(registry, &cfg, args.backend.name(), &device).map_err(|e| match e {
         TrainError::InvalidOption(_)

@@ -1,8 +1,6 @@
 //! Knowledge distillation: Hinton et al.'s soft-target loss and a FitNets feature hint.
 
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 
 /// A teacher and the loss weights, passed to [`crate::finetune`].
 #[derive(Debug)]
@@ -19,25 +17,7 @@ pub struct Distill<T> {
     pub hint_weight: f64,
 }
 
-/// Hinton's distillation loss:
-/// `alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))`, the KL
-/// averaged over the batch (PyTorch's `kl_div(..., reduction="batchmean")`).
-pub fn distillation_loss(
-    student: Tensor<2>,
-    teacher: Tensor<2>,
-    targets: Tensor<1, Int>,
-    alpha: f64,
-    temperature: f64,
-) -> Tensor<1> {
-    let [n, _] = student.dims();
-    let ce = CrossEntropyLossConfig::new().init(&student.device()).forward(student.clone(), targets);
-    let t = temperature;
-    let log_ps = log_softmax(student.div_scalar(t), 1);
-    let pt = softmax(teacher.clone().div_scalar(t), 1);
-    let log_pt = log_softmax(teacher.div_scalar(t), 1);
-    let kl = (pt * (log_pt - log_ps)).sum().div_scalar(n as f64);
-    ce.mul_scalar(alpha) + kl.mul_scalar((1.0 - alpha) * t * t)
-}
+pub use kiln_regularize::distillation_loss;
 
 /// FitNets hint: mean squared difference of the two feature maps. When the channel counts differ
 /// (a narrower student), each map is reduced to its per-position channel mean first, so the hint
@@ -46,4 +26,24 @@ pub fn hint_loss(student: Tensor<4>, teacher: Tensor<4>) -> Tensor<1> {
     let (s, t) =
         if student.dims() == teacher.dims() { (student, teacher) } else { (student.mean_dim(1), teacher.mean_dim(1)) };
     (s - t).powi_scalar(2).mean()
+}
+
+/// Errors unless both models expose a feature map for a FitNets hint (checked on one image of
+/// `input = [C, H, W]` before any fine-tuning).
+pub fn check_hint<M: crate::Compressible, T: crate::Compressible>(
+    student: &M,
+    teacher: &T,
+    input: [usize; 3],
+    device: &burn::tensor::Device,
+) -> Result<(), crate::CompressError> {
+    let [c, h, w] = input;
+    let x = Tensor::<4>::zeros([1, c, h, w], device);
+    for (who, has) in [("student", student.hint(x.clone()).is_some()), ("teacher", teacher.hint(x).is_some())] {
+        if !has {
+            return Err(crate::CompressError::InvalidOption(format!(
+                "the {who} exposes no feature map (kiln_models::Hooks::features) for a FitNets hint; use --hint 0"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor};
@@ -63,18 +64,19 @@ impl Default for FinetuneConfig {
     }
 }
 
-/// Trains `model` (on an autodiff `device`) with Adam on cross-entropy, or on the distillation
-/// loss when `distill` is given. Masks attached by pruning keep pruned weights at zero. Returns
-/// the trained model and the mean loss of each epoch.
-pub fn finetune<M: Compressible, T: Compressible>(
+/// The one fine-tuning loop of kiln-compress (pruning, distillation and QAT all run it): `cfg.epochs`
+/// of Adam at `cfg.lr` over `data`, shuffled by `cfg.seed` each epoch, in batches of `cfg.batch`
+/// on the autodiff `device`; `batch_loss` gives each batch's loss from the current model. Returns the
+/// trained model and the mean loss of each epoch. (Training from scratch is kiln-train's
+/// `Learner`.)
+pub fn train_epochs<M: Module, E>(
     mut model: M,
     data: &ImageDataset,
     cfg: &FinetuneConfig,
-    distill: Option<&Distill<T>>,
     device: &Device,
-) -> (M, Vec<f64>) {
+    mut batch_loss: impl FnMut(&M, Tensor<4>, Tensor<1, Int>) -> Result<Tensor<1>, E>,
+) -> Result<(M, Vec<f64>), E> {
     let mut optim = AdamConfig::new().init();
-    let ce = CrossEntropyLossConfig::new().init(device);
     let mut rng = Rng::new(cfg.seed);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut losses = vec![];
@@ -83,20 +85,7 @@ pub fn finetune<M: Compressible, T: Compressible>(
         let (mut sum, mut count) = (0.0, 0usize);
         for chunk in order.chunks(cfg.batch.max(1)) {
             let (x, y): (Tensor<4>, Tensor<1, Int>) = data.batch(chunk, device);
-            let loss = match distill {
-                None => ce.forward(model.logits(x), y),
-                Some(d) => {
-                    // The teacher runs in inference mode without autodiff; its outputs are constants.
-                    let t_logits = d.teacher.logits(x.clone().inner()).autodiff();
-                    let s_logits = model.logits(x.clone());
-                    let mut loss = distillation_loss(s_logits, t_logits, y, d.alpha, d.temperature);
-                    if d.hint_weight > 0.0 {
-                        let h = hint_loss(model.hint(x.clone()), d.teacher.hint(x.inner()).autodiff());
-                        loss = loss + h.mul_scalar(d.hint_weight);
-                    }
-                    loss
-                }
-            };
+            let loss = batch_loss(&model, x, y)?;
             sum += loss.clone().into_scalar::<f32>() as f64;
             count += 1;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -104,5 +93,41 @@ pub fn finetune<M: Compressible, T: Compressible>(
         }
         losses.push(sum / count.max(1) as f64);
     }
-    (model, losses)
+    Ok((model, losses))
+}
+
+/// Trains `model` (on an autodiff `device`) with Adam on cross-entropy, or on the distillation
+/// loss when `distill` is given ([`train_epochs`]). Masks attached by pruning keep pruned weights
+/// at zero. Returns the trained model and the mean loss of each epoch.
+pub fn finetune<M: Compressible, T: Compressible>(
+    model: M,
+    data: &ImageDataset,
+    cfg: &FinetuneConfig,
+    distill: Option<&Distill<T>>,
+    device: &Device,
+) -> (M, Vec<f64>) {
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let run = train_epochs(model, data, cfg, device, |model, x, y| {
+        Ok::<_, std::convert::Infallible>(match distill {
+            None => ce.forward(model.logits(x), y),
+            Some(d) => {
+                // The teacher runs in inference mode without autodiff; its outputs are constants.
+                let t_logits = d.teacher.logits(x.clone().inner()).autodiff();
+                let s_logits = model.logits(x.clone());
+                let mut loss = distillation_loss(s_logits, t_logits, y, d.alpha, d.temperature);
+                // A model without a feature map has no hint (the pipeline refuses the weight
+                // up front; see `crate::distill::check_hint`).
+                if d.hint_weight > 0.0
+                    && let (Some(s), Some(t)) = (model.hint(x.clone()), d.teacher.hint(x.inner()))
+                {
+                    loss = loss + hint_loss(s, t.autodiff()).mul_scalar(d.hint_weight);
+                }
+                loss
+            }
+        })
+    });
+    match run {
+        Ok(out) => out,
+        Err(never) => match never {},
+    }
 }

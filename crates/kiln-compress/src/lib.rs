@@ -38,7 +38,7 @@ pub mod unstructured;
 
 pub use distill::{Distill, distillation_loss, hint_loss};
 pub use error::CompressError;
-pub use eval::{FinetuneConfig, accuracy, finetune, latency_ms};
+pub use eval::{FinetuneConfig, accuracy, finetune, latency_ms, train_epochs};
 pub use graph::{Graph, OpNode};
 pub use io::{SavedPlan, load_compressed, save_compressed};
 pub use model::Compressible;

@@ -115,6 +115,11 @@ pub fn compress<M: Compressible, T: Compressible>(
         Ok(())
     };
     let mut model = model;
+    if let Some(t) = &teacher
+        && cfg.distill.2 > 0.0
+    {
+        crate::distill::check_hint(&model.valid(), &t.valid(), [c, h, w], eval_device)?;
+    }
     record("baseline", &model, &plan, &mut stages)?;
     let ft = |m: M, t: Option<&Distill<T>>, epochs: usize| -> M {
         if epochs == 0 {

@@ -27,12 +27,12 @@ use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Int, Tensor};
-use kiln_data::{ImageDataset, Rng};
+use burn::tensor::{Device, Tensor};
+use kiln_data::ImageDataset;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CompressError;
+use crate::eval::{FinetuneConfig, train_epochs};
 use crate::graph::{Graph, OpNode, param_values};
 use crate::interpret::{self, ParamSource};
 use crate::model::Compressible;
@@ -220,43 +220,29 @@ pub fn qat<M: Compressible>(
         ema: cfg.ema as f32,
     });
     let axes = weight_axes(&graph, quant.granularity);
-    let mut optim = AdamConfig::new().init();
     let ce = CrossEntropyLossConfig::new().init(device);
-    let mut rng = Rng::new(cfg.seed);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut losses = vec![];
-    let mut model = model;
-    for _ in 0..cfg.epochs {
-        rng.shuffle(&mut order);
-        let (mut sum, mut count) = (0.0, 0usize);
-        for chunk in order.chunks(cfg.batch.max(1)) {
-            let (x, y): (Tensor<4>, Tensor<1, Int>) = data.batch(chunk, device);
-            let live = Live::of(&model, &axes, quant.weight_bits);
-            let mut h4 = |i: usize, x: Tensor<4>| {
-                let mut o = observers.borrow_mut();
-                o.observe(i, &x);
-                match o.quantizer(i) {
-                    Some(q) => fake_quant_act(x, &q, cfg.clip_ste),
-                    None => x,
-                }
-            };
-            let mut h2 = |i: usize, x: Tensor<2>| {
-                let mut o = observers.borrow_mut();
-                o.observe(i, &x);
-                match o.quantizer(i) {
-                    Some(q) => fake_quant_act(x, &q, cfg.clip_ste),
-                    None => x,
-                }
-            };
-            let logits = interpret::run_with(&graph, &live, x, &mut h4, &mut h2)?;
-            let loss = ce.forward(logits, y);
-            sum += loss.clone().into_scalar::<f32>() as f64;
-            count += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.lr, model, grads);
-        }
-        losses.push(sum / count.max(1) as f64);
-    }
+    let ft = FinetuneConfig { epochs: cfg.epochs, batch: cfg.batch, lr: cfg.lr, seed: cfg.seed };
+    let (model, losses) = train_epochs(model, data, &ft, device, |model, x, y| {
+        let live = Live::of(model, &axes, quant.weight_bits);
+        let mut h4 = |i: usize, x: Tensor<4>| {
+            let mut o = observers.borrow_mut();
+            o.observe(i, &x);
+            match o.quantizer(i) {
+                Some(q) => fake_quant_act(x, &q, cfg.clip_ste),
+                None => x,
+            }
+        };
+        let mut h2 = |i: usize, x: Tensor<2>| {
+            let mut o = observers.borrow_mut();
+            o.observe(i, &x);
+            match o.quantizer(i) {
+                Some(q) => fake_quant_act(x, &q, cfg.clip_ste),
+                None => x,
+            }
+        };
+        let logits = interpret::run_with(&graph, &live, x, &mut h4, &mut h2)?;
+        Ok::<_, CompressError>(ce.forward(logits, y))
+    })?;
     let observers = observers.into_inner();
     let acts: HashMap<usize, ActQuant> =
         observers.ranges.keys().filter_map(|i| observers.quantizer(*i).map(|q| (*i, q))).collect();

@@ -147,8 +147,10 @@ pub fn fold_bn_into_conv(mut conv: Conv2d, bn: &BatchNorm) -> Conv2d {
     };
     let new_w = w.mul(scale.clone().reshape([c_out, 1, 1, 1]));
     let new_b = bias.sub(mean).mul(scale).add(bn.beta.val());
-    conv.weight = Param::from_tensor(new_w);
-    conv.bias = Some(Param::from_tensor(new_b));
+    // The folded values are new leaves: on an autodiff device (a model folded before QAT or
+    // fine-tuning) they must not carry the graph that computed them.
+    conv.weight = Param::from_tensor(new_w.detach());
+    conv.bias = Some(Param::from_tensor(new_b.detach()));
     conv
 }
 

@@ -7,6 +7,8 @@
 //! - [`mod@drop_path`]: [`DropPath`] (stochastic depth), timm's `DropPath` twin.
 //! - [`label_smoothing`]: [`LabelSmoothingCrossEntropy`], equal to PyTorch's
 //!   `F.cross_entropy(..., label_smoothing=eps)`.
+//! - [`distill`]: Hinton's [`distillation_loss`] (soft targets at temperature T plus the hard
+//!   labels), the one kiln-train and kiln-compress both use.
 //! - [`early_stopping`]: [`EarlyStopping`] with patience / `min_delta`, min or max mode.
 //!
 //! This crate depends on Burn alone; the tensors it builds stay in the autodiff graph when the
@@ -14,11 +16,13 @@
 
 #![warn(missing_docs)]
 
+pub mod distill;
 pub mod drop_path;
 pub mod early_stopping;
 pub mod label_smoothing;
 pub mod penalty;
 
+pub use distill::distillation_loss;
 pub use drop_path::{DropPath, DropPathConfig, drop_path};
 pub use early_stopping::{EarlyStopping, Mode, StopDecision};
 pub use label_smoothing::{LabelSmoothingCrossEntropy, label_smoothing_cross_entropy};

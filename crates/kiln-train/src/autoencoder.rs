@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 use kiln_data::ImageDataset;
+use kiln_models::{Hooks, ZooModel};
 use kiln_unsupervised::kmeans::{ClusterReport, KMeansConfig};
 
 use crate::TrainError;
@@ -13,7 +14,7 @@ use crate::data::{InputAdapter, for_each_batch};
 use crate::model::AnyModel;
 
 /// The encoder's codes of a whole split, `[N, code]`, when the model is an autoencoder with an
-/// encoder (`conv_autoencoder`, `dense_autoencoder`).
+/// encoder (its `Hooks::encode`: `conv_autoencoder`, `dense_autoencoder`).
 pub fn encode_split(
     model: &AnyModel,
     data: &ImageDataset,
@@ -22,10 +23,9 @@ pub fn encode_split(
 ) -> Option<Tensor<2>> {
     let mut codes = Vec::new();
     let mut supported = true;
-    for_each_batch(model, data, adapter, 256, device, |m, x, _, _| match m {
-        AnyModel::ConvAutoencoder(ae) => codes.push(ae.encode(x)),
-        AnyModel::DenseAutoencoder(ae) => codes.push(ae.encode(x)),
-        _ => supported = false,
+    for_each_batch(model, data, adapter, 256, device, |m, x, _, _| match m.encode(x) {
+        Some(code) => codes.push(code),
+        None => supported = false,
     });
     (supported && !codes.is_empty()).then(|| Tensor::cat(codes, 0))
 }

@@ -265,9 +265,20 @@ impl TrainConfig {
         self.lr.unwrap_or_else(|| self.optimizer.default_lr())
     }
 
-    /// Checks the ranges (the errors name the flag).
+    /// The parsed `augment` spec (`None` when empty); its errors are [`TrainError::InvalidOption`].
+    pub fn augmentation(&self) -> Result<Option<kiln_data::Augment>, TrainError> {
+        match &self.augment {
+            Some(s) if !s.trim().is_empty() => {
+                kiln_data::Augment::parse(s).map(Some).map_err(|e| TrainError::InvalidOption(format!("--augment: {e}")))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks the ranges and the augmentation spec (the errors name the flag).
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::InvalidOption(m));
+        self.augmentation()?;
         if self.epochs == 0 {
             return bad("--epochs must be at least 1".into());
         }

@@ -1,6 +1,6 @@
 //! # kiln-train
 //!
-//! Trains any built-in zoo model on a dataset with burn-train's `Learner`, on the backend the
+//! Trains any registered zoo model (a plugin's included) on a dataset with burn-train's `Learner`, on the backend the
 //! caller's [`Device`](burn::tensor::Device) selects (flex, ndarray, wgpu), and writes what a
 //! user needs to judge the run: `metrics.json` ([`TrainReport`]), `curves.svg`, `report.md`
 //! (confusion matrix, overfitting and gradient-health verdicts) and the trained model
@@ -21,8 +21,9 @@
 //!
 //! Pieces, for other crates (kiln-compress fine-tunes and distils with them): [`prepare`] builds
 //! and adapts a model for a dataset, [`fit`] trains a prepared model (optionally with a
-//! [`Distillation`] teacher), [`initialize`] re-initializes weights, [`AnyModel`] wraps every
-//! zoo architecture in one Burn module type.
+//! [`Distillation`] teacher), [`initialize`] re-initializes weights, [`AnyModel`] (kiln-models')
+//! holds any registered model in one Burn module type, so the `Learner` trains a plugin's model
+//! as it trains a built-in one.
 
 pub mod autoencoder;
 pub mod config;

@@ -1,6 +1,7 @@
-//! The trainable wrapper around zoo models: [`AnyModel`] (one Burn module type for every built-in
-//! zoo architecture, so burn-train's `Learner` is instantiated once) and [`Trainee`] (the
-//! `TrainStep` / `InferenceStep` implementation: loss, L1 penalty, distillation, gradient probes).
+//! The trainable wrapper around zoo models: [`AnyModel`] (kiln-models' one Burn module type over
+//! every registered model, a plugin's included, so burn-train's `Learner` is instantiated once)
+//! and [`Trainee`] (the `TrainStep` / `InferenceStep` implementation: loss, L1 penalty,
+//! distillation, gradient probes).
 
 use std::sync::{Arc, Mutex};
 
@@ -11,92 +12,9 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use kiln_models::{Output, ZooModel};
 use kiln_regularize::{ParamSelection, l1_penalty, label_smoothing_cross_entropy};
 
-use crate::TrainError;
 use crate::recorder::Recorder;
 
-macro_rules! any_model {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
-        /// Every built-in zoo architecture as one Burn module (an enum module), so that the
-        /// trainer, its checkpoints and the optimizer work with a single type.
-        #[derive(Module, Debug)]
-        #[allow(clippy::large_enum_variant)]
-        pub enum AnyModel {
-            $(
-                #[doc = concat!("`", stringify!($ty), "`.")]
-                $variant($ty),
-            )*
-        }
-
-        impl AnyModel {
-            /// Wraps a model built by the registry; plugin models (not built in) are refused.
-            pub fn from_zoo(model: Box<dyn ZooModel>, name: &str) -> Result<Self, TrainError> {
-                let any = model.into_any();
-                $(
-                    let any = match any.downcast::<$ty>() {
-                        Ok(m) => return Ok(AnyModel::$variant(*m)),
-                        Err(other) => other,
-                    };
-                )*
-                drop(any);
-                Err(TrainError::Unsupported(format!(
-                    "{name} is not a built-in zoo architecture; the trainer trains the built-in models \
-                     (plugin models can be trained with burn-train directly)"
-                )))
-            }
-
-            /// The model as a [`ZooModel`] (forward, trace, save).
-            pub fn as_zoo(&self) -> &dyn ZooModel {
-                match self {
-                    $(AnyModel::$variant(m) => m,)*
-                }
-            }
-
-            /// The model as a boxed [`ZooModel`].
-            pub fn into_zoo(self) -> Box<dyn ZooModel> {
-                match self {
-                    $(AnyModel::$variant(m) => Box::new(m),)*
-                }
-            }
-        }
-    };
-}
-
-any_model! {
-    LeNet5(kiln_models::lenet::LeNet5),
-    Vgg(kiln_models::vgg::Vgg),
-    ResNet(kiln_models::resnet::ResNet),
-    DenseNet(kiln_models::densenet::DenseNet),
-    SqueezeNet(kiln_models::squeezenet::SqueezeNet),
-    MobileNetV1(kiln_models::mobilenet_v1::MobileNetV1),
-    MobileNetV2(kiln_models::mobilenet_v2::MobileNetV2),
-    MobileNetV3(kiln_models::mobilenet_v3::MobileNetV3),
-    ShuffleNetV2(kiln_models::shufflenet_v2::ShuffleNetV2),
-    GhostNet(kiln_models::ghostnet::GhostNet),
-    EfficientNet(kiln_models::efficientnet::EfficientNet),
-    SegNet(kiln_models::segnet::SegNet),
-    DeepLab(kiln_models::deeplab::DeepLabMobileNetV2),
-    UNet(kiln_models::unet::UNet),
-    YoloV5(kiln_models::yolov5_focus::YoloV5FocusBackbone),
-    ConvAutoencoder(kiln_models::autoencoder::ConvAutoencoder),
-    DenseAutoencoder(kiln_models::autoencoder::DenseAutoencoder),
-}
-
-impl AnyModel {
-    /// Runs the model.
-    pub fn forward(&self, x: Tensor<4>) -> Output {
-        self.as_zoo().forward(x)
-    }
-}
-
-/// What the model is trained to do, fixed by its output and the data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    /// Class scores against labels: cross-entropy, accuracy.
-    Classification,
-    /// A map of the input's shape against the input itself: mean squared error.
-    Reconstruction,
-}
+pub use kiln_models::{AnyModel, Task};
 
 /// A batch of images and their labels.
 #[derive(Clone, Debug)]
@@ -119,23 +37,7 @@ pub struct Distillation {
     pub temperature: f64,
 }
 
-/// Hinton's distillation loss (mean over the batch); `teacher` is a constant.
-pub fn distillation_loss(
-    student: Tensor<2>,
-    teacher: Tensor<2>,
-    targets: Tensor<1, Int>,
-    alpha: f64,
-    temperature: f64,
-) -> Tensor<1> {
-    let hard = label_smoothing_cross_entropy(student.clone(), targets, 0.0);
-    let t = temperature;
-    let log_p_s = burn::tensor::activation::log_softmax(student / t, 1);
-    let log_p_t = burn::tensor::activation::log_softmax(teacher / t, 1);
-    let p_t = log_p_t.clone().exp();
-    let [n, _] = p_t.dims();
-    let kl = (p_t * (log_p_t - log_p_s)).sum().div_scalar(n as f64);
-    hard.mul_scalar(alpha) + kl.mul_scalar((1.0 - alpha) * t * t)
-}
+pub use kiln_regularize::distillation_loss;
 
 /// Per-step settings that are not parameters (skipped by the module derive).
 #[derive(Clone, Debug)]
@@ -205,24 +107,18 @@ impl Trainee {
         let ImageBatch { images, targets } = batch;
         match self.ctx.task {
             Task::Classification => {
-                let logits = match self.model.forward(images.clone()) {
-                    Output::Logits(l) => l,
-                    Output::Map(m) => m.flatten::<2>(1, 3),
-                };
+                let logits = self.model.logits(images.clone());
                 let data = label_smoothing_cross_entropy(logits.clone(), targets.clone(), self.ctx.label_smoothing);
                 let total = match &self.ctx.distillation {
                     Some(d) => {
-                        let t = match d.teacher.forward(images.without_autodiff()) {
-                            Output::Logits(l) => l,
-                            Output::Map(m) => m.flatten::<2>(1, 3),
-                        };
+                        let t = d.teacher.logits(images.without_autodiff());
                         distillation_loss(logits.clone(), t, targets.clone(), d.alpha, d.temperature)
                     }
                     None => data.clone(),
                 };
                 (self.with_penalty(total), StepOutput { loss: data, logits: Some(logits), targets })
             }
-            Task::Reconstruction => {
+            Task::Reconstruction | Task::Dense => {
                 let out = match self.model.forward(images.clone()) {
                     Output::Map(m) => m,
                     Output::Logits(l) => l.reshape(images.dims()),

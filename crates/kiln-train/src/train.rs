@@ -13,9 +13,9 @@ use burn::tensor::{Device, Tensor};
 use burn::train::metric::store::EventStoreClient;
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{EarlyStoppingStrategy, Learner, SupervisedTraining};
-use kiln_data::{Augment, Dataset, ImageDataset, ScaleKind, Scaler};
+use kiln_data::{Dataset, ImageDataset, ScaleKind, Scaler};
 use kiln_metrics::{ConfusionMatrix, OverfittingDetector};
-use kiln_models::{Output, Registry};
+use kiln_models::{Output, Registry, ZooModel};
 use kiln_regularize::{EarlyStopping, Mode};
 
 use crate::TrainError;
@@ -122,32 +122,31 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
     let (report, model) = kiln_layers::seeded_with(device, cfg.seed, || -> Result<_, TrainError> {
         // Built on the autodiff device so that its parameters are tracked when the Learner trains it.
         let zoo = registry.build(&entry.name, &options, &device.clone().autodiff())?;
+        // The trace checks that the model takes this input (a one-line error instead of a panic
+        // in the first batch).
         let report = kiln_analyze::analyze(&*zoo, &entry.name, &input).map_err(|e| {
             TrainError::Mismatch(format!(
                 "{} cannot take {}x{}x{} inputs ({e}); try --resize {nh}",
                 entry.name, in_channels, mh, mw
             ))
         })?;
-        let model = initialize(AnyModel::from_zoo(zoo, &entry.name)?, cfg.init);
+        let model = initialize(AnyModel::new(zoo), cfg.init);
         kiln_layers::materialize(&model);
         Ok((report, model))
     })?;
     let out_shape = report.layers.last().map(|l| l.output_shape.clone()).unwrap_or_default();
-    let task = if out_shape.len() == 2 {
-        Task::Classification
-    } else if out_shape == input {
-        Task::Reconstruction
-    } else {
+    let task = model.task();
+    if task == Task::Dense || (task == Task::Reconstruction && out_shape != input) {
         return Err(TrainError::Unsupported(format!(
             "{} outputs {:?} maps (dense prediction); training it needs per-pixel masks, which the supported \
              dataset formats (IDX, CIFAR-10, image folders) do not have",
             entry.name, out_shape
         )));
-    };
+    }
     let scale = match (cfg.scale, task) {
         (Some(k), _) => k,
         (None, Task::Classification) => ScaleKind::MinMax,
-        (None, Task::Reconstruction) => ScaleKind::Identity,
+        (None, Task::Reconstruction | Task::Dense) => ScaleKind::Identity,
     };
     let scaler = Scaler::fit(scale, &splits.train)?;
     let mut notes: Vec<String> = channel_note.into_iter().collect();
@@ -235,7 +234,7 @@ pub fn load_teacher(
             student.input.description
         )));
     }
-    let teacher = AnyModel::from_zoo(saved.model, &t.model)?;
+    let teacher = AnyModel::new(saved.model);
     Ok(Distillation { teacher: Arc::new(teacher), alpha, temperature })
 }
 
@@ -300,12 +299,7 @@ pub fn fit(
     let Prepared { model, spec, splits } = prepared;
     let out = cfg.out.clone();
     std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
-    let augment = match &cfg.augment {
-        Some(s) if !s.trim().is_empty() => {
-            Some(Augment::parse(s).map_err(|e| TrainError::InvalidOption(format!("--augment: {e}")))?)
-        }
-        _ => None,
-    };
+    let augment = cfg.augmentation()?;
 
     // Resume: the history of the finished epochs and the matching checkpoint.
     let mut history: Vec<EpochRecord> = Vec::new();
@@ -441,7 +435,7 @@ pub fn fit(
                 let mse = (map - x).powi_scalar(2).mean().into_scalar::<f32>() as f64;
                 loss_sum += mse * n;
             }
-            (Output::Logits(_), Task::Reconstruction) => {}
+            (Output::Logits(_), _) => {}
         }
     });
     let test_loss = loss_sum / test.len().max(1) as f64;

@@ -8,8 +8,9 @@
 //! - [`BlurNet`], a small classifier that downsamples with it;
 //!
 //! and [`register`]s both in a [`Registry`]. The `kiln-custom-op` binary then runs kiln's own
-//! CLI (`kiln_cli::main_with`) over that registry: `analyze blurnet` goes through exactly the code
-//! path `cargo xtask analyze mobilenet` does.
+//! CLI (`kiln_cli::main_with`) over that registry: `analyze`, `run`, `train` and `compress
+//! blurnet` go through exactly the code paths they take for a built-in model (the test in
+//! `tests/cli.rs` drives them all).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -18,7 +19,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use kiln_layers::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, cost, ops, scoped, trace_in};
 use kiln_layers::{ConvBnAct, ConvBnActConfig};
-use kiln_models::{ModelEntry, OpEntry, Registry, ZooError};
+use kiln_models::{Hooks, ModelEntry, OpEntry, Registry, ZooError};
 
 /// Anti-aliased stride-2 downsampling: depthwise conv with the fixed filter
 /// `[1 2 1]^T [1 2 1] / 16`, padding 1.
@@ -106,13 +107,7 @@ impl BlurNet {
 
     /// Class scores.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = x;
-        for (i, c) in self.convs.iter().enumerate() {
-            x = c.forward(x);
-            if let Some(p) = self.pools.get(i) {
-                x = p.forward(x);
-            }
-        }
+        let x = Hooks::features(self, x).expect("BlurNet has a feature map");
         self.fc.forward(adaptive_avg_pool2d(x, [1, 1]).flatten::<2>(1, 3))
     }
 }
@@ -129,6 +124,30 @@ impl Trace for BlurNet {
         let x = ops::global_avg_pool(t, Some("avgpool"), &x, true)?;
         let x = ops::flatten(t, Some("flatten"), &x)?;
         trace_in(t, "fc", &self.fc, x)
+    }
+}
+
+/// What training and compression ask of the model, delegated to its `ConvBnAct` blocks (the
+/// blur-pools have no parameters and no norms). With this and [`Trace`], `train`, `compress`,
+/// `run` and `analyze` take `blurnet` as they take a built-in model.
+impl Hooks for BlurNet {
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        let mut x = x;
+        for (i, c) in self.convs.iter().enumerate() {
+            x = c.forward(x);
+            if let Some(p) = self.pools.get(i) {
+                x = p.forward(x);
+            }
+        }
+        Some(x)
+    }
+
+    fn fold_bn(&mut self) -> usize {
+        self.convs.iter_mut().map(|c| c.fold_bn_in_place()).sum()
+    }
+
+    fn unshare_running_stats(&mut self) {
+        self.convs.iter_mut().for_each(|c| c.unshare_running_stats());
     }
 }
 

@@ -51,7 +51,7 @@ pub fn trained_dir() -> &'static PathBuf {
         cfg.out = dir.clone();
         let outcome =
             kiln_train::train(&kiln_models::Registry::builtin(), &cfg, "flex", &Device::flex()).expect("train");
-        let kiln_train::AnyModel::LeNet5(m) = outcome.model else { panic!("lenet5 trained into another model") };
+        let Ok(m) = outcome.model.downcast::<LeNet5>() else { panic!("lenet5 trained into another model") };
         save_compressed(&m, &lenet_plan(), &dir.join("compressed")).expect("save");
         dir
     })
