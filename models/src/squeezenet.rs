@@ -1,15 +1,16 @@
 //! SqueezeNet 1.1 (Iandola et al. 2016), identical to `torchvision.models.squeezenet1_1`.
 
 use burn::config::Config;
-use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Initializer, PaddingConfig2d};
+use burn::nn::{Dropout, DropoutConfig, Initializer};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 use kiln_layers::trace::{Node, Trace, TraceError, Tracer, ops, scoped, trace_in};
 use kiln_layers::{Act, ActKind};
 
+use crate::common::conv_with;
 use crate::registry::{ModelEntry, ModelOptions};
 
 /// torchvision's SqueezeNet 1.1 `features` after the stem: Fire modules as
@@ -35,19 +36,9 @@ pub struct SqueezeNetConfig {
     pub dropout: f64,
 }
 
-/// A conv with torchvision's SqueezeNet init: Kaiming-uniform (fan-in, ReLU gain), zero bias.
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, init: Initializer, device: &Device) -> Conv2d {
-    let mut c = Conv2dConfig::new([cin, cout], [k, k])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-        .with_initializer(init)
-        .init(device);
-    c.bias = Some(Param::from_tensor(Tensor::zeros([cout], device)));
-    c
-}
-
-fn kaiming_uniform() -> Initializer {
-    Initializer::KaimingUniform { gain: 2f64.sqrt(), fan_out_only: false }
+/// torchvision's SqueezeNet init: Kaiming-uniform (fan-in, ReLU gain); its convs carry a zero bias.
+fn kaiming_uniform() -> Option<Initializer> {
+    Some(Initializer::KaimingUniform { gain: 2f64.sqrt(), fan_out_only: false })
 }
 
 impl SqueezeNetConfig {
@@ -61,9 +52,9 @@ impl SqueezeNetConfig {
                     .iter()
                     .map(|&(s, e1, e3)| {
                         let f = Fire {
-                            squeeze: conv(cin, s, 1, 1, 0, kaiming_uniform(), device),
-                            expand1x1: conv(s, e1, 1, 1, 0, kaiming_uniform(), device),
-                            expand3x3: conv(s, e3, 3, 1, 1, kaiming_uniform(), device),
+                            squeeze: conv_with(cin, s, 1, 1, 0, 1, true, kaiming_uniform(), device),
+                            expand1x1: conv_with(s, e1, 1, 1, 0, 1, true, kaiming_uniform(), device),
+                            expand3x3: conv_with(s, e3, 3, 1, 1, 1, true, kaiming_uniform(), device),
                             relu: Act::new(ActKind::Relu),
                         };
                         cin = e1 + e3;
@@ -73,12 +64,22 @@ impl SqueezeNetConfig {
             })
             .collect();
         SqueezeNet {
-            stem: conv(self.in_channels, 64, 3, 2, 0, kaiming_uniform(), device),
+            stem: conv_with(self.in_channels, 64, 3, 2, 0, 1, true, kaiming_uniform(), device),
             relu: Act::new(ActKind::Relu),
             pool: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_ceil_mode(true).init(),
             stages,
             dropout: DropoutConfig::new(self.dropout).init(),
-            final_conv: conv(cin, self.num_classes, 1, 1, 0, Initializer::Normal { mean: 0.0, std: 0.01 }, device),
+            final_conv: conv_with(
+                cin,
+                self.num_classes,
+                1,
+                1,
+                0,
+                1,
+                true,
+                Some(Initializer::Normal { mean: 0.0, std: 0.01 }),
+                device,
+            ),
         }
     }
 }

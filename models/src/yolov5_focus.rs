@@ -49,7 +49,7 @@ pub const STAGES: [(usize, usize, bool); 4] = [(128, 3, true), (256, 9, true), (
 pub const SPP_KERNELS: [usize; 3] = [5, 9, 13];
 
 /// YOLOv5's `Conv`: conv + BN (eps 1e-3, momentum 0.03) + SiLU, "same" padding.
-fn conv(c_in: usize, c_out: usize, k: usize, s: usize, device: &Device) -> ConvBnAct {
+fn conv_block(c_in: usize, c_out: usize, k: usize, s: usize, device: &Device) -> ConvBnAct {
     ConvBnActConfig::new(c_in, c_out)
         .with_kernel_size(k)
         .with_stride(s)
@@ -102,7 +102,7 @@ impl YoloV5FocusBackboneConfig {
         let mut spp = None;
         for (i, &(width, n, shortcut)) in STAGES.iter().enumerate() {
             let c_out = self.channels(width);
-            downs.push(conv(c, c_out, 3, 2, device));
+            downs.push(conv_block(c, c_out, 3, 2, device));
             if i + 1 == STAGES.len() {
                 spp = Some(Spp::new(c_out, c_out, device));
             }
@@ -160,11 +160,15 @@ impl C3 {
     fn new(c1: usize, c2: usize, n: usize, shortcut: bool, device: &Device) -> Self {
         let h = c2 / 2;
         Self {
-            cv1: conv(c1, h, 1, 1, device),
-            cv2: conv(c1, h, 1, 1, device),
-            cv3: conv(2 * h, c2, 1, 1, device),
+            cv1: conv_block(c1, h, 1, 1, device),
+            cv2: conv_block(c1, h, 1, 1, device),
+            cv3: conv_block(2 * h, c2, 1, 1, device),
             m: (0..n)
-                .map(|_| Bottleneck { cv1: conv(h, h, 1, 1, device), cv2: conv(h, h, 3, 1, device), add: shortcut })
+                .map(|_| Bottleneck {
+                    cv1: conv_block(h, h, 1, 1, device),
+                    cv2: conv_block(h, h, 3, 1, device),
+                    add: shortcut,
+                })
                 .collect(),
         }
     }
@@ -214,7 +218,7 @@ impl Spp {
                     .init()
             })
             .collect();
-        Self { cv1: conv(c1, h, 1, 1, device), cv2: conv(h * (SPP_KERNELS.len() + 1), c2, 1, 1, device), m }
+        Self { cv1: conv_block(c1, h, 1, 1, device), cv2: conv_block(h * (SPP_KERNELS.len() + 1), c2, 1, 1, device), m }
     }
 
     /// Applies the block.

@@ -229,8 +229,8 @@ impl Analyzer {
             total.flops += l.flops.unwrap_or(0);
             total.weight_bytes += l.weight_bytes;
             total.activation_bytes += l.output_bytes;
-            if l.status != Status::Complete && !total.partial_ops.contains(&l.op) {
-                total.partial_ops.push(l.op.clone());
+            if l.status != Status::Complete && !total.partial_ops.iter().any(|o| *o == l.op.as_str()) {
+                total.partial_ops.push(l.op.to_string());
             }
         }
         if !total.partial_ops.is_empty() {

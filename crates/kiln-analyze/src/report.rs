@@ -1,5 +1,6 @@
 //! The analysis report: serde data first, then terminal table, Markdown and JSON views of it.
 
+use kiln_layers::OpKind;
 use serde::{Serialize, Serializer};
 
 /// A receptive field: a size in input pixels, `"global"`, or `"unknown"` when an op on the path
@@ -50,8 +51,8 @@ pub enum Status {
 pub struct Layer {
     /// Path in the model, e.g. `features.3.conv.1`.
     pub name: String,
-    /// Op kind, e.g. `Conv2d(depthwise)`.
-    pub op: String,
+    /// Op kind, e.g. `Conv2d(depthwise)` (serialized as its printed name).
+    pub op: OpKind,
     /// Hyper-parameters in short.
     pub detail: String,
     /// Output shape.
@@ -187,7 +188,7 @@ impl Report {
         out.into_iter()
             .map(|(_, mut l, n)| {
                 if n > 1 {
-                    l.op = format!("Block ({n} ops)");
+                    l.op = OpKind::Other(format!("Block ({n} ops)"));
                     l.detail.clear();
                 }
                 l
@@ -209,7 +210,7 @@ impl Report {
             .map(|l| {
                 [
                     l.name.clone(),
-                    if l.detail.is_empty() { l.op.clone() } else { format!("{} {}", l.op, l.detail) },
+                    if l.detail.is_empty() { l.op.to_string() } else { format!("{} {}", l.op, l.detail) },
                     format!("{:?}", l.output_shape),
                     thousands(l.params),
                     l.macs.map(thousands).unwrap_or_else(|| "?".into()),
@@ -296,7 +297,7 @@ impl Report {
             s += &format!(
                 "| `{}` | {} | {:?} | {} | {} | {} | {} | {} | {} |\n",
                 l.name,
-                if l.detail.is_empty() { l.op.clone() } else { format!("{} {}", l.op, l.detail) },
+                if l.detail.is_empty() { l.op.to_string() } else { format!("{} {}", l.op, l.detail) },
                 l.output_shape,
                 thousands(l.params),
                 l.macs.map(thousands).unwrap_or_else(|| "?".into()),

@@ -64,7 +64,8 @@ pub(crate) fn run(_registry: &Registry, args: &BenchArgs) -> Result<(), CliError
         }
         return Ok(());
     }
-    let with_gemm = !args.no_gemm && args.filter.as_deref().is_none_or(|f| words(f).iter().any(|w| "gemm".contains(w.as_str())));
+    let with_gemm =
+        !args.no_gemm && args.filter.as_deref().is_none_or(|f| words(f).iter().any(|w| "gemm".contains(w.as_str())));
     let workloads = select(all, args.filter.as_deref(), with_gemm)?;
     let repeats = args.repeats.unwrap_or(if args.quick { 3 } else { 5 });
     if repeats == 0 {

@@ -69,4 +69,3 @@ fn onnx_exports_of_zoo_models_match_the_zoo() {
         }
     }
 }
-

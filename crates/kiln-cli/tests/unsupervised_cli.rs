@@ -100,4 +100,3 @@ fn bad_dataset_and_flags_fail_without_output() {
     assert_eq!(run(&["rbm"]), ExitCode::from(2), "--out is required");
     let _ = std::fs::remove_dir_all(&out);
 }
-

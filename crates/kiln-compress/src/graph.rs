@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
-use kiln_layers::trace::{Node, OpCost, Spatial, Trace, Tracer};
+use kiln_layers::trace::{Node, OpCost, OpKind, Spatial, Trace, Tracer};
 
 use crate::error::CompressError;
 
@@ -17,7 +17,7 @@ pub struct OpNode {
     /// Torch-style path (`features.3.conv.1`).
     pub path: String,
     /// Op kind (`Conv2d`, `Conv2d(depthwise)`, `BatchNorm`, `Linear`, `Add`, `Concat`...).
-    pub op: String,
+    pub op: OpKind,
     /// The op's detail string (kernel, stride, groups).
     pub detail: String,
     /// Ids of the input nodes (the graph input is node 0).
@@ -40,7 +40,7 @@ impl OpNode {
 
     /// Whether the op is a 2-D convolution (any groups).
     pub fn is_conv(&self) -> bool {
-        self.op.starts_with("Conv2d")
+        self.op.is_conv()
     }
 }
 
@@ -75,7 +75,7 @@ impl Graph {
 
     /// Ops that own a weight (convolutions and linear layers), in order.
     pub fn weighted(&self) -> impl Iterator<Item = &OpNode> {
-        self.ops.iter().filter(|o| (o.is_conv() || o.op == "Linear") && o.tensor("weight").is_some())
+        self.ops.iter().filter(|o| o.op.is_weighted() && o.tensor("weight").is_some())
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
-use kiln_layers::trace::Spatial;
+use kiln_layers::trace::{OpKind, Spatial};
 
 use crate::error::CompressError;
 use crate::graph::{Graph, OpNode, ParamValue};
@@ -47,8 +47,8 @@ fn param<'a>(params: &'a HashMap<u64, ParamValue>, op: &OpNode, s: &str) -> Opti
 /// Checks that every op of `graph` can be interpreted with these parameters.
 pub fn check(graph: &Graph, params: &HashMap<u64, ParamValue>) -> Result<(), CompressError> {
     for op in &graph.ops {
-        match op.op.as_str() {
-            "BatchNorm" => {
+        match &op.op {
+            OpKind::BatchNorm => {
                 let get = |s: &str| op.tensor(s).and_then(|id| params.get(&id));
                 let all = |s: &str, v: f32| get(s).is_some_and(|p| p.values.iter().all(|x| *x == v));
                 let unit_var = get("running_var").is_some_and(|p| p.values.iter().all(|x| (x - 1.0).abs() < 1e-4));
@@ -56,10 +56,17 @@ pub fn check(graph: &Graph, params: &HashMap<u64, ParamValue>) -> Result<(), Com
                     return Err(unsupported(op));
                 }
             }
-            "Conv2d" | "Conv2d(depthwise)" | "MaxPool2d" | "AvgPool2d" => {
+            OpKind::Conv2d | OpKind::DepthwiseConv2d | OpKind::MaxPool2d | OpKind::AvgPool2d => {
                 window(op)?;
             }
-            "Linear" | "ReLU" | "ReLU6" | "Dropout" | "Flatten" | "Add" | "GlobalAvgPool" | "AdaptiveAvgPool2d" => {}
+            OpKind::Linear
+            | OpKind::Relu
+            | OpKind::Relu6
+            | OpKind::Dropout
+            | OpKind::Flatten
+            | OpKind::Add
+            | OpKind::GlobalAvgPool
+            | OpKind::AdaptiveAvgPool2d => {}
             _ => return Err(unsupported(op)),
         }
     }
@@ -107,8 +114,8 @@ pub fn run_with<P: ParamSource>(
     let mut last = 0;
     for (i, op) in graph.ops.iter().enumerate() {
         let input = vals.get(&op.inputs[0]).cloned().ok_or_else(|| unsupported(op))?;
-        let out = match (op.op.as_str(), input) {
-            ("Conv2d" | "Conv2d(depthwise)", Val::T4(x)) => {
+        let out = match (&op.op, input) {
+            (OpKind::Conv2d | OpKind::DepthwiseConv2d, Val::T4(x)) => {
                 let x = hook(i, x);
                 let w = params.get::<4>(i, op, "weight", &device).ok_or_else(|| unsupported(op))?;
                 let (_, stride, pad, dil) = window(op)?;
@@ -116,7 +123,7 @@ pub fn run_with<P: ParamSource>(
                 let opts = ConvOptions::new(stride, pad, dil, groups);
                 Val::T4(conv2d(x, w, params.get::<1>(i, op, "bias", &device), opts))
             }
-            ("Linear", Val::T2(x)) => {
+            (OpKind::Linear, Val::T2(x)) => {
                 let x = hook2(i, x);
                 let w = params.get::<2>(i, op, "weight", &device).ok_or_else(|| unsupported(op))?;
                 let mut y = x.matmul(w);
@@ -125,16 +132,16 @@ pub fn run_with<P: ParamSource>(
                 }
                 Val::T2(y)
             }
-            ("BatchNorm", v) => {
+            (OpKind::BatchNorm, v) => {
                 // Only identities (checked by `check`) remain after folding.
                 v
             }
-            ("ReLU", Val::T4(x)) => Val::T4(burn::tensor::activation::relu(x)),
-            ("ReLU", Val::T2(x)) => Val::T2(burn::tensor::activation::relu(x)),
-            ("ReLU6", Val::T4(x)) => Val::T4(x.clamp(0.0, 6.0)),
-            ("ReLU6", Val::T2(x)) => Val::T2(x.clamp(0.0, 6.0)),
-            ("Dropout", v) => v,
-            ("MaxPool2d", Val::T4(x)) => {
+            (OpKind::Relu, Val::T4(x)) => Val::T4(burn::tensor::activation::relu(x)),
+            (OpKind::Relu, Val::T2(x)) => Val::T2(burn::tensor::activation::relu(x)),
+            (OpKind::Relu6, Val::T4(x)) => Val::T4(x.clamp(0.0, 6.0)),
+            (OpKind::Relu6, Val::T2(x)) => Val::T2(x.clamp(0.0, 6.0)),
+            (OpKind::Dropout, v) => v,
+            (OpKind::MaxPool2d, Val::T4(x)) => {
                 let (k, s, pad, d) = window(op)?;
                 let o = MaxPoolOptions::new(k)
                     .with_stride(s)
@@ -142,12 +149,12 @@ pub fn run_with<P: ParamSource>(
                     .with_dilation(d);
                 Val::T4(max_pool2d(x, o))
             }
-            ("AvgPool2d", Val::T4(x)) => {
+            (OpKind::AvgPool2d, Val::T4(x)) => {
                 let (k, s, pad, _) = window(op)?;
                 let o = AvgPoolOptions::new(k).with_stride(s).with_padding_pairs([(pad[0], pad[0]), (pad[1], pad[1])]);
                 Val::T4(avg_pool2d(x, o))
             }
-            ("GlobalAvgPool" | "AdaptiveAvgPool2d", Val::T4(x)) => {
+            (OpKind::GlobalAvgPool | OpKind::AdaptiveAvgPool2d, Val::T4(x)) => {
                 let size = if op.shape.len() == 4 { [op.shape[2], op.shape[3]] } else { [1, 1] };
                 let y = adaptive_avg_pool2d(x, size);
                 if op.shape.len() == 2 {
@@ -157,9 +164,9 @@ pub fn run_with<P: ParamSource>(
                     Val::T4(y)
                 }
             }
-            ("Flatten", Val::T4(x)) => Val::T2(x.flatten::<2>(1, 3)),
-            ("Flatten", v @ Val::T2(_)) => v,
-            ("Add", Val::T4(mut x)) => {
+            (OpKind::Flatten, Val::T4(x)) => Val::T2(x.flatten::<2>(1, 3)),
+            (OpKind::Flatten, v @ Val::T2(_)) => v,
+            (OpKind::Add, Val::T4(mut x)) => {
                 for id in &op.inputs[1..] {
                     match vals.get(id) {
                         Some(Val::T4(y)) => x = x + y.clone(),

@@ -22,6 +22,7 @@
 //! PyTorch twin: `torch.ao.quantization.prepare_qat` with `FakeQuantize` (per-channel symmetric
 //! weights, moving-average min-max activations), a few epochs of fine-tuning, then `convert`.
 
+use kiln_layers::OpKind;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -188,7 +189,7 @@ fn weight_axes(graph: &Graph, g: Granularity) -> HashMap<u64, Option<usize>> {
         .weighted()
         .filter_map(|op| {
             let id = op.tensor("weight")?;
-            let axis = if op.op == "Linear" { 1 } else { 0 };
+            let axis = if op.op == OpKind::Linear { 1 } else { 0 };
             Some((id, if g == Granularity::PerChannel { Some(axis) } else { None }))
         })
         .collect()

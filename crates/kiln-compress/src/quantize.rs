@@ -19,6 +19,7 @@
 //! percentile / MSE calibration and activation observers are written here; compute stays f32
 //! (Burn's CPU backends have no int8 convolution kernels).
 
+use kiln_layers::OpKind;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
@@ -311,7 +312,7 @@ pub(crate) fn quantize_with<M: Compressible>(
     for op in graph.weighted() {
         let id = op.tensor("weight").expect("weighted ops have a weight");
         let Some(p) = params.get(&id) else { continue };
-        let axis = if op.op == "Linear" { 1 } else { 0 };
+        let axis = if op.op == OpKind::Linear { 1 } else { 0 };
         let q = quantize_weight_bits(&p.path, p, axis, cfg.granularity, weight_cal, cfg.weight_bits);
         let deq = q.dequantize();
         sqnr_rows.push(LayerSqnr { layer: op.path.clone(), weight_db: sqnr(&p.values, &deq), activation_db: f64::NAN });
@@ -359,7 +360,7 @@ pub(crate) fn quantize_with<M: Compressible>(
             .ops
             .iter()
             .enumerate()
-            .filter(|(_, o)| (o.is_conv() || o.op == "Linear") && o.tensor("weight").is_some())
+            .filter(|(_, o)| o.op.is_weighted() && o.tensor("weight").is_some())
             .map(|(i, _)| i)
             .collect();
         for (row, i) in weighted.iter().enumerate() {

@@ -141,7 +141,7 @@ pub fn sparse_macs<M: Compressible>(
     let mut total = 0f64;
     for l in &report.layers {
         let macs = l.macs.unwrap_or(0) as f64;
-        let is_weighted = l.op.starts_with("Conv2d") || l.op == "Linear";
+        let is_weighted = l.op.is_weighted();
         total += match density.get(l.name.as_str()) {
             Some(d) if is_weighted => macs * d,
             _ => macs,

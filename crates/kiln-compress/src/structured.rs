@@ -26,6 +26,7 @@
 //! [`Compressible::sync_groups`]), so it runs, trains and is analyzed like any other model.
 //! PyTorch twin: `torch_pruning.MetaPruner` (DepGraph) with `MagnitudeImportance` / `BNScaleImportance`.
 
+use kiln_layers::OpKind;
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -199,8 +200,8 @@ impl Deps {
             let out = op.output;
             let w = op.tensor("weight").and_then(|id| values.get(&id).map(|v| (id, v)));
             let passes = op.shape.len() >= 2 && op.shape[1] == ch(x);
-            match op.op.as_str() {
-                "Conv2d" | "Conv2d(depthwise)" => {
+            match &op.op {
+                OpKind::Conv2d | OpKind::DepthwiseConv2d => {
                     let (wid, wv) = w.ok_or_else(|| CompressError::Trace(format!("{} has no weight", op.path)))?;
                     let c_in = ch(x);
                     let groups = c_in / wv.shape[1].max(1);
@@ -263,7 +264,7 @@ impl Deps {
                         }
                     }
                 }
-                "Linear" => {
+                OpKind::Linear => {
                     let (wid, _) = w.ok_or_else(|| CompressError::Trace(format!("{} has no weight", op.path)))?;
                     let features = *op.shape.last().unwrap_or(&0);
                     d.layout[out] = d.fresh(features, Some(op.path.clone()), false);
@@ -303,7 +304,7 @@ impl Deps {
                         d.block_node(out);
                     }
                 }
-                "BatchNorm" => {
+                OpKind::BatchNorm => {
                     d.layout[out] = d.layout[x].clone();
                     for (s, id) in &op.tensors {
                         d.roles.push(Role {
@@ -317,11 +318,11 @@ impl Deps {
                         });
                     }
                 }
-                "Flatten" => {
+                OpKind::Flatten => {
                     d.layout[out] = d.layout[x].clone();
                     d.mult[out] = d.mult[x] * graph.shapes[x][2..].iter().product::<usize>().max(1);
                 }
-                "Add" | "Mul" => {
+                OpKind::Add | OpKind::Mul => {
                     // Position-wise: channel i of every input is channel i of the output. A gate
                     // with a single channel broadcasts and couples nothing.
                     d.layout[out] = d.layout[x].clone();
@@ -338,7 +339,7 @@ impl Deps {
                         }
                     }
                 }
-                "Concat" => {
+                OpKind::Concat => {
                     let total: usize = op.inputs.iter().map(|&i| ch(i)).sum();
                     if op.inputs.iter().any(|&i| d.mult[i] != 1) {
                         for &i in &op.inputs {
@@ -358,7 +359,7 @@ impl Deps {
                         }
                     }
                 }
-                "Split" => match parse_split(&op.detail) {
+                OpKind::Split => match parse_split(&op.detail) {
                     Some((1, a, b)) if d.mult[x] == 1 && b <= d.layout[x].len() => {
                         d.layout[out] = d.layout[x][a..b].to_vec();
                         splits.entry(x).or_default().push((a, b));
@@ -369,7 +370,7 @@ impl Deps {
                         d.layout[out] = d.fresh(ch(out), None, true);
                     }
                 },
-                "ChannelShuffle" => {
+                OpKind::ChannelShuffle => {
                     let g: usize = op.detail.trim_start_matches('g').parse().unwrap_or(0);
                     let c = ch(x);
                     if g == 0 || c % g != 0 || d.mult[x] != 1 {
@@ -392,26 +393,7 @@ impl Deps {
                         d.layout[out] = lo;
                     }
                 }
-                "ReLU"
-                | "ReLU6"
-                | "LeakyReLU"
-                | "Sigmoid"
-                | "Tanh"
-                | "SiLU"
-                | "Hardsigmoid"
-                | "HardSigmoid"
-                | "HardSigmoid(legacy)"
-                | "Hardswish"
-                | "Dropout"
-                | "StochasticDepth"
-                | "MaxPool2d"
-                | "AvgPool2d"
-                | "AdaptiveAvgPool2d"
-                | "GlobalAvgPool"
-                | "Identity"
-                | "Pad"
-                    if passes =>
-                {
+                kind if kind.keeps_channels() && passes => {
                     d.layout[out] = d.layout[x].clone();
                     d.mult[out] = d.mult[x];
                 }

@@ -285,7 +285,10 @@ fn forward_panels(g: &Geom, cout: usize, w: &[f32], x: &[f32]) -> Option<Vec<f32
                 // SAFETY: task (n, r, b) writes only rows [i0, i1) x columns [q0, q1) of image
                 // n's [Cout, P] block of `y` (the slice starts at column q0); blocks are disjoint.
                 let c = unsafe {
-                    std::slice::from_raw_parts_mut(out.get().add(n * cout * p + i0 * p + q0), (i1 - i0 - 1) * p + (q1 - q0))
+                    std::slice::from_raw_parts_mut(
+                        out.get().add(n * cout * p + i0 * p + q0),
+                        (i1 - i0 - 1) * p + (q1 - q0),
+                    )
                 };
                 gemm::matmul_panels(&packed, i0, i1 - i0, k, &buf, c, p, 0, q1 - q0);
             }

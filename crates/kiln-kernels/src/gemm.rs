@@ -278,7 +278,10 @@ pub fn matmul_panels(
         return;
     }
     assert!(packed.k == k && i0 + m <= packed.m, "matmul_panels: rows or inner dimension do not match the packing");
-    assert!(i0 % PackedA::PANEL_ROWS == 0 && j0 % PANEL_COLS == 0, "matmul_panels: blocks must start at panel boundaries");
+    assert!(
+        i0 % PackedA::PANEL_ROWS == 0 && j0 % PANEL_COLS == 0,
+        "matmul_panels: blocks must start at panel boundaries"
+    );
     assert!(j1.div_ceil(PANEL_COLS) * k * PANEL_COLS <= panels.len(), "matmul_panels: B's panels are too short");
     assert!(j1 <= ldc && (m - 1) * ldc + j1 <= c.len(), "matmul_panels: C is too short");
     #[cfg(target_arch = "x86_64")]
@@ -800,7 +803,8 @@ mod x86_512 {
                         while p < cl {
                             // SAFETY: p + 16 <= cl, the length of every row slice above.
                             unsafe {
-                                let bv: [__m512; BN] = std::array::from_fn(|s| _mm512_loadu_ps(brow[s].as_ptr().add(p)));
+                                let bv: [__m512; BN] =
+                                    std::array::from_fn(|s| _mm512_loadu_ps(brow[s].as_ptr().add(p)));
                                 for r in 0..BM {
                                     let av = _mm512_loadu_ps(arow[r].as_ptr().add(p));
                                     for s in 0..BN {

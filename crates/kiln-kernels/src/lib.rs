@@ -74,9 +74,9 @@ pub mod dense;
 pub mod depthwise_cpu;
 mod extension;
 pub mod gemm;
-pub mod peak;
 mod norm_act;
 pub mod norm_act_cpu;
+pub mod peak;
 pub mod pool;
 pub mod qgemm;
 pub mod unpool;
@@ -295,7 +295,10 @@ fn dense_chunk(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
     // few (MobileNetV2's 144 -> 24 projections) flex's product on the input in place is faster.
     // Under autodiff they stay on the matmul path or Burn's.
     let [cout, ..] = conv.weight.dims();
-    if conv.groups != 1 || wc != cin || ([kh, kw] == [1, 1] && (x.device().is_autodiff() || cout < POINTWISE_DENSE_MIN_OUT)) {
+    if conv.groups != 1
+        || wc != cin
+        || ([kh, kw] == [1, 1] && (x.device().is_autodiff() || cout < POINTWISE_DENSE_MIN_OUT))
+    {
         return None;
     }
     let (oh, ow) = (h.div_ceil(conv.stride[0].max(1)), w.div_ceil(conv.stride[1].max(1)));

@@ -452,7 +452,8 @@ mod tests {
     fn taps_past_the_input_on_every_output_are_skipped() {
         // Kernel column 1 lands at input column 3 (dilation 5, padding 2) on a 2-wide map: its
         // offset is past the row's end for every output, so its range is empty.
-        let g = PoolGeom { kernel: [1, 2], stride: [1, 1], padding: [(0, 0), (2, 2)], dilation: [1, 5], ceil_mode: false };
+        let g =
+            PoolGeom { kernel: [1, 2], stride: [1, 1], padding: [(0, 0), (2, 2)], dilation: [1, 5], ceil_mode: false };
         let dims = [1, 2, 3, 2];
         let x: Vec<f32> = (0..12).map(|i| (i * 7 % 5) as f32 - 2.0).collect();
         let (got, out) = forward(dims, &g, &x);

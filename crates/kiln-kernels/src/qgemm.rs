@@ -513,7 +513,7 @@ pub fn qgemm_gops(path: QPath, m: usize, k: usize, n: usize, reps: usize) -> f64
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{PackedActs, PackedWeights, PANEL};
+    use super::{PANEL, PackedActs, PackedWeights};
     use std::arch::x86_64::*;
 
     /// 4 bytes of weight row `r` at group `g` as one `i32`.
@@ -636,9 +636,8 @@ mod x86 {
         let mut acc = [[_mm256_setzero_si256(); 2]; MR];
         for g in 0..kg {
             // SAFETY: the panel holds kg groups of 64 bytes.
-            let xv = unsafe {
-                [_mm256_loadu_si256(x.add(g * 64).cast()), _mm256_loadu_si256(x.add(g * 64 + 32).cast())]
-            };
+            let xv =
+                unsafe { [_mm256_loadu_si256(x.add(g * 64).cast()), _mm256_loadu_si256(x.add(g * 64 + 32).cast())] };
             for (r, row) in acc.iter_mut().enumerate() {
                 let wv = _mm256_set1_epi32(unsafe { w4(w, kp, r, g) });
                 for (a, &v) in row.iter_mut().zip(&xv) {
@@ -781,7 +780,6 @@ mod x86 {
         n
     }
 
-
     /// `iters` rounds of 24 independent `vpdpbusd zmm`; returns the ops done.
     #[target_feature(enable = "avx512vnni,avx512bw,avx512f")]
     pub(super) unsafe fn peak512(iters: u64) -> f64 {
@@ -838,7 +836,6 @@ mod x86 {
         std::hint::black_box(_mm256_extract_epi32::<0>(s));
         iters as f64 * 12.0 * 16.0 * 2.0
     }
-
 }
 
 #[cfg(test)]
@@ -903,7 +900,8 @@ mod tests {
                     qgemm_on(QPath::Portable, &pw, &px, &mut c, n);
                     let want = naive(m, k, n, &w, &x);
                     assert!(c.iter().zip(&want).all(|(&a, &b)| a as i64 == b), "m {m} k {k} n {n}");
-                    let sums: Vec<i32> = (0..m).map(|i| w[i * k..(i + 1) * k].iter().map(|&v| v as i32).sum()).collect();
+                    let sums: Vec<i32> =
+                        (0..m).map(|i| w[i * k..(i + 1) * k].iter().map(|&v| v as i32).sum()).collect();
                     assert_eq!(pw.row_sums(), &sums[..]);
                 }
             }

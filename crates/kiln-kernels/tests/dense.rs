@@ -96,7 +96,8 @@ fn inference_forward_matches_burn_and_the_training_path() {
         for (i, &(xs, ws, stride, padding, dilation)) in PANEL_CASES.iter().enumerate() {
             let what = format!("{name} panel case {i}");
             let opts = ConvOptions::new_with_padding(stride, padding, dilation, 1);
-            let (x, w, b) = (tensor(xs, 11 + i as u64, &base), tensor(ws, 12 + i as u64, &base), tensor([ws[0]], 13, &base));
+            let (x, w, b) =
+                (tensor(xs, 11 + i as u64, &base), tensor(ws, 12 + i as u64, &base), tensor([ws[0]], 13, &base));
             let want = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), opts.clone());
             let got = kiln_kernels::dense_conv2d(x.clone(), w.clone(), Some(b.clone()), opts.clone());
             assert_close(&format!("{what} forward"), got.clone(), want);

@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d, PixelUnshuffle};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use crate::trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer, cost};
+use crate::trace::{Node, OpCost, OpKind, Spatial, Trace, TraceError, Tracer, cost};
 
 /// The param ids of a module's float tensors (params and running states), in visit order.
 pub fn float_ids<M: Module>(m: &M) -> Vec<u64> {
@@ -78,7 +78,8 @@ impl Trace for Conv2d {
         let [h, wd] = spatial_out("Conv2d", &x, self.kernel_size, self.stride, pads, self.dilation, false)?;
         let out = vec![x.shape[0], w[0], h, wd];
         let (params, macs, flops) = cost::conv(&w, self.bias.is_some(), &out);
-        let kind = if self.groups > 1 && self.groups == w[0] && w[1] == 1 { "Conv2d(depthwise)" } else { "Conv2d" };
+        let kind =
+            if self.groups > 1 && self.groups == w[0] && w[1] == 1 { OpKind::DepthwiseConv2d } else { OpKind::Conv2d };
         let mut detail = format!("{}->{} k{}x{} s{}", w[1] * self.groups, w[0], w[2], w[3], self.stride[0]);
         if self.dilation != [1, 1] {
             detail += &format!(" d{}", self.dilation[0]);
@@ -119,7 +120,7 @@ impl Trace for ConvTranspose2d {
         let bias = self.bias.as_ref().map(|_| w[1] * self.groups);
         let (params, macs, flops) = cost::conv_transpose(&w, bias, &x.shape, &out);
         let taps = |i: usize| (self.dilation[i] * (self.kernel_size[i] - 1) + 1).div_ceil(self.stride[i]);
-        let c = OpCost::new("ConvTranspose2d")
+        let c = OpCost::new(OpKind::ConvTranspose2d)
             .detail(format!("{}->{} k{}x{} s{}", w[0], out[1], w[2], w[3], self.stride[0]))
             .params(params)
             .macs(macs)
@@ -144,7 +145,7 @@ impl Trace for BatchNorm {
             return Err(TraceError::Rank { op: "BatchNorm".into(), expected: 4, shape: x.shape.clone() });
         }
         x.expect_channels("BatchNorm", c)?;
-        let cost = OpCost::new("BatchNorm")
+        let cost = OpCost::new(OpKind::BatchNorm)
             .detail(format!("{c}"))
             .params(2 * c as u64)
             .buffers(2 * c as u64)
@@ -172,7 +173,7 @@ impl Trace for Linear {
         let (params, macs, flops) = cost::linear(d_in, d_out, self.bias.is_some(), rows);
         let mut out = x.shape.clone();
         *out.last_mut().unwrap() = d_out;
-        let c = OpCost::new("Linear")
+        let c = OpCost::new(OpKind::Linear)
             .detail(format!("{d_in}->{d_out}"))
             .params(params)
             .macs(macs)
@@ -194,7 +195,7 @@ impl Trace for MaxPool2d {
         let out = vec![x.shape[0], x.shape[1], h, w];
         let k = (self.kernel_size[0] * self.kernel_size[1]) as u64;
         let numel: u64 = out.iter().map(|&d| d as u64).product();
-        let c = OpCost::new("MaxPool2d")
+        let c = OpCost::new(OpKind::MaxPool2d)
             .detail(format!("k{}x{} s{}", self.kernel_size[0], self.kernel_size[1], self.stride[0]))
             .flops(numel * (k - 1))
             .spatial(window(self.kernel_size, self.stride, pads, self.dilation));
@@ -210,7 +211,7 @@ impl Trace for AvgPool2d {
         let out = vec![x.shape[0], x.shape[1], h, w];
         let k = (self.kernel_size[0] * self.kernel_size[1]) as u64;
         let numel: u64 = out.iter().map(|&d| d as u64).product();
-        let c = OpCost::new("AvgPool2d")
+        let c = OpCost::new(OpKind::AvgPool2d)
             .detail(format!("k{}x{} s{}", self.kernel_size[0], self.kernel_size[1], self.stride[0]))
             .flops(numel * k)
             .spatial(window(self.kernel_size, self.stride, pads, [1, 1]));
@@ -224,7 +225,7 @@ impl Trace for AdaptiveAvgPool2d {
         let [oh, ow] = self.output_size;
         let out = vec![x.shape[0], x.shape[1], oh, ow];
         let (h, w) = (x.shape[2], x.shape[3]);
-        let mut c = OpCost::new("AdaptiveAvgPool2d").detail(format!("->{oh}x{ow}"));
+        let mut c = OpCost::new(OpKind::AdaptiveAvgPool2d).detail(format!("->{oh}x{ow}"));
         if oh == 1 && ow == 1 {
             c = c.flops(x.numel()).spatial(Spatial::Collapse);
         } else if h % oh == 0 && w % ow == 0 {
@@ -248,7 +249,7 @@ impl Trace for AdaptiveAvgPool2d {
 impl Trace for Dropout {
     fn trace(&self, t: &mut dyn Tracer, x: Node) -> Result<Node, TraceError> {
         let out = x.shape.clone();
-        Ok(t.op(None, &[&x], out, OpCost::new("Dropout").detail(format!("p={}", self.prob))))
+        Ok(t.op(None, &[&x], out, OpCost::new(OpKind::Dropout).detail(format!("p={}", self.prob))))
     }
 }
 

@@ -10,6 +10,7 @@
 //! shape error (wrong channel count, too small an input) is reported as a [`TraceError`] instead
 //! of a panic deep inside a kernel.
 
+pub use crate::op_kind::OpKind;
 use core::fmt;
 
 /// A tensor flowing through a traced graph: an id issued by the [`Tracer`] and its shape.
@@ -121,8 +122,8 @@ pub enum Spatial {
 /// What one primitive op costs: the single source of truth for an op's numbers.
 #[derive(Clone, Debug)]
 pub struct OpCost {
-    /// Kind of op, e.g. `Conv2d`, `BatchNorm`, `ReLU6`.
-    pub op: String,
+    /// Kind of op, e.g. `Conv2d`, `BatchNorm`, `ReLU6` (see [`OpKind`]).
+    pub op: OpKind,
     /// Short human description (kernel, stride, groups...).
     pub detail: String,
     /// Trainable parameters (what PyTorch's `numel()` over `parameters()` counts).
@@ -147,7 +148,7 @@ pub struct OpCost {
 
 impl OpCost {
     /// A new cost with the given op kind and no parameters, zero MACs and FLOPs, point-wise.
-    pub fn new(op: impl Into<String>) -> Self {
+    pub fn new(op: impl Into<OpKind>) -> Self {
         Self {
             op: op.into(),
             detail: String::new(),

@@ -28,7 +28,9 @@ fn s(p: &Path) -> &str {
 fn plugin_model_trains_compresses_and_runs_through_the_cli() {
     // Train: MNIST digits (1 channel, 28x28) on blurnet, its first convolution built for 1 channel.
     let trained = tmp("trained");
-    ok(&["train", "blurnet", "--epochs", "1", "--train-limit", "1024", "--progress", "quiet", "--out", s(&trained)]);
+    // Two epochs on 4,096 digits: ~73 % test accuracy (one epoch on 1,024 stays near chance, and
+    // the compressed stages below must be measurably better than chance).
+    ok(&["train", "blurnet", "--epochs", "2", "--train-limit", "4096", "--progress", "quiet", "--out", s(&trained)]);
     for f in ["metrics.json", "model.json", "model.bpk"] {
         assert!(trained.join(f).is_file(), "{f}");
     }

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use kiln_layers::trace::{Count, Node, OpCost, Spatial, Tracer, cost};
+use kiln_layers::trace::{Count, Node, OpCost, OpKind, Spatial, Tracer, cost};
 
 use super::OnnxError;
 use super::proto::{Attr, Dim, Model, NodeP, TensorP, dtype};
@@ -406,7 +406,7 @@ impl<'m, 'a> Ctx<'m, 'a> {
         let (outs, mut c, why) = if !known_domain {
             let mut c = unknown(n);
             if self.functions.contains(n.op_type) {
-                c.op = format!("function {}", c.op);
+                c.op = OpKind::Other(format!("function {}", c.op));
             }
             (vec![], c, None)
         } else {
