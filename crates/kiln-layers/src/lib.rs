@@ -9,7 +9,13 @@
 //! `ConvTranspose2d`, pooling, `BatchNorm`, `Dropout`, `Linear`, `PixelUnshuffle` — kiln adds
 //! [`trace::Trace`] for them in [`burn_impls`].
 //!
-//! This crate depends on Burn alone: no analyzer, trainer or GPU backend is pulled in.
+//! It also defines [`OpKind`] (what a traced op is, shared by the analyzer, pruning, quantization
+//! and the reports) and the blocks' compression rules ([`hooks`]: BN folding, group sync, running
+//! statistics unsharing).
+//!
+//! Dependencies: Burn, `kiln-kernels` (the convolutions, pooling and batch norm run through its
+//! CPU kernels on flex / ndarray, Burn's ops elsewhere) and serde (an [`OpKind`] serializes as its
+//! name); no analyzer, trainer or GPU backend is pulled in.
 
 pub mod activation;
 pub mod burn_impls;
