@@ -42,7 +42,9 @@ pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
     parse(&bytes).map_err(|reason| NpyError::Format { path: shown, reason })
 }
 
-fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
+/// Parses the bytes of a `.npy` file (what [`read`] does after reading it); the error says what
+/// is wrong in one line.
+pub fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("missing the \\x93NUMPY magic".into());
     }
@@ -59,9 +61,14 @@ fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
     };
     let header = bytes.get(start..start + hlen).ok_or("truncated header")?;
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
+    // Header text quoted in an error is escaped and cut short: the message stays one line.
+    let quote = |t: &str| -> String {
+        let t: String = t.chars().take(40).collect();
+        t.escape_debug().to_string()
+    };
     let field = |key: &str| -> Result<&str, String> {
         let i = header.find(&format!("'{key}'")).ok_or(format!("header lacks '{key}'"))?;
-        Ok(header[i + key.len() + 2..].trim_start_matches([':', ' ']))
+        Ok(header.get(i + key.len() + 2..).unwrap_or("").trim_start_matches([':', ' ']))
     };
     let descr = field("descr")?;
     let dtype = descr.trim_start_matches('\'').split('\'').next().unwrap_or("");
@@ -74,24 +81,29 @@ fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
         .split(',')
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape entry '{s}'")))
+        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape entry '{}'", quote(s))))
         .collect::<Result<_, _>>()?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} has more elements than memory can address"))?;
     let body = &bytes[start + hlen..];
+    let need = |width: usize| -> Result<usize, String> {
+        match n.checked_mul(width) {
+            Some(b) if b <= body.len() => Ok(b),
+            _ => Err(format!("truncated data: {} bytes for {n} values of {width} bytes (shape {shape:?})", body.len())),
+        }
+    };
     let data = match dtype {
         "<f4" | "|f4" => {
-            if body.len() < 4 * n {
-                return Err(format!("truncated data: {} bytes for {n} float32 values", body.len()));
-            }
-            body[..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            let b = need(4)?;
+            body[..b].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
         }
         "<f8" => {
-            if body.len() < 8 * n {
-                return Err(format!("truncated data: {} bytes for {n} float64 values", body.len()));
-            }
-            body[..8 * n].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+            let b = need(8)?;
+            body[..b].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
         }
-        other => return Err(format!("dtype {other} is not float32 or float64")),
+        other => return Err(format!("dtype '{}' is not float32 or float64 (save with .astype(np.float32))", quote(other))),
     };
     Ok(NpyArray { shape, data })
 }

@@ -7,6 +7,7 @@
 //! file, transposes linear weights and renames norm parameters. Missing, unexpected or
 //! mis-shaped keys are an error that lists them: never a silent partial load.
 
+use kiln_analyze::printable;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -30,7 +31,7 @@ pub enum WeightError {
     #[error("weights file {0} not found")]
     NotFound(String),
     /// The file is not a readable PyTorch checkpoint.
-    #[error("{path} is not a readable PyTorch state_dict (saved with torch.save): {reason}")]
+    #[error("{path} is not a readable PyTorch state_dict (saved with torch.save): {}", printable(.reason))]
     NotPyTorch {
         /// The file.
         path: String,
@@ -41,7 +42,8 @@ pub enum WeightError {
     /// other than the tensor rebuilders, a pickle bomb, a size larger than the file): refused
     /// before anything is read from it (see [`crate::pickle_guard`]).
     #[error(
-        "{path} is refused: {reason}; kiln reads only the tensors of a state_dict saved with torch.save and runs no code from the file"
+        "{path} is refused: {}; kiln reads only the tensors of a state_dict saved with torch.save and runs no code from the file",
+        printable(.reason)
     )]
     Refused {
         /// The file.
@@ -50,7 +52,7 @@ pub enum WeightError {
         reason: String,
     },
     /// Keys missing, unexpected or of the wrong shape.
-    #[error("{path} does not match the model: {}", describe(.missing, .unexpected, .mismatched))]
+    #[error("{path} does not match the model: {}", printable(&describe(.missing, .unexpected, .mismatched)))]
     Mismatch {
         /// The file.
         path: String,
@@ -65,7 +67,7 @@ pub enum WeightError {
     #[error("cannot name the model's tensors: {0}")]
     Trace(String),
     /// A burnpack file could not be written or read, or does not fit the model.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {}", printable(.reason))]
     Burnpack {
         /// The file.
         path: String,

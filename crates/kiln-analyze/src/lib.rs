@@ -22,7 +22,7 @@ pub mod onnx;
 mod report;
 
 pub use analyzer::{Analyzer, analyze};
-pub use report::{Conventions, Layer, Report, Rf, Status, Total, thousands};
+pub use report::{Conventions, Layer, Report, Rf, Status, Total, printable, thousands};
 
 /// Why an analysis failed.
 #[derive(Debug, thiserror::Error)]

@@ -333,3 +333,18 @@ pub fn thousands(v: u64) -> String {
 fn mib(bytes: u64) -> String {
     format!("{:.2} MiB ({} bytes)", bytes as f64 / (1024.0 * 1024.0), thousands(bytes))
 }
+
+/// `s` as one printable line: control characters (newlines, NULs, escapes that a hostile file can
+/// put in a name) are written as `\n`, `\u{0}`..., so an error that quotes a name from a file
+/// stays one line.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

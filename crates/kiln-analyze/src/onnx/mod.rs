@@ -44,24 +44,25 @@ use std::path::Path;
 use crate::report::Report;
 
 pub use graph::MAX_OPSET;
+use crate::printable;
 
 /// Why an ONNX file could not be analyzed.
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     /// The file (or its external data) could not be read.
-    #[error("{0}")]
+    #[error("{}", printable(.0))]
     Io(String),
     /// Not an ONNX model, truncated, or inconsistent.
-    #[error("not a valid ONNX model: {0}")]
+    #[error("not a valid ONNX model: {}", printable(.0))]
     Malformed(String),
     /// The input shape is dynamic and was not given.
-    #[error("{0}")]
+    #[error("{}", printable(.0))]
     Dynamic(String),
     /// The given input shape does not fit the model.
-    #[error("{0}")]
+    #[error("{}", printable(.0))]
     Input(String),
     /// Shapes do not fit an op.
-    #[error("shape inference failed at {0}")]
+    #[error("shape inference failed at {}", printable(.0))]
     Shape(String),
 }
 
