@@ -494,19 +494,36 @@ pub fn load_kq8<M: Compressible>(model: M, path: &Path) -> Result<(M, Vec<(Strin
         return Err(bad("not a kiln int8 (.kq8) file"));
     }
     let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
-    let header: Kq8Header = serde_json::from_slice(bytes.get(16..16 + n).ok_or_else(|| bad("truncated header"))?)
+    let header = 16usize.checked_add(n).and_then(|end| bytes.get(16..end)).ok_or_else(|| bad("truncated header"))?;
+    let header: Kq8Header = serde_json::from_slice(header)
         .map_err(|e| bad(&e.to_string()))?;
     let mut off = 16 + n;
     let by_path: HashMap<String, (u64, Vec<usize>)> =
         param_values(&model).into_iter().map(|(id, p)| (p.path, (id, p.shape))).collect();
     let mut new = HashMap::new();
     for t in &header.tensors {
-        let numel: usize = t.shape.iter().product();
         let (id, shape) = by_path.get(&t.path).ok_or_else(|| bad(&format!("tensor {} is not in the model", t.path)))?;
         if *shape != t.shape {
             return Err(bad(&format!(
                 "tensor {} has shape {:?} in the file but {:?} in the model",
                 t.path, t.shape, shape
+            )));
+        }
+        // The model's own shape (checked above): its element count cannot overflow.
+        let numel: usize = t.shape.iter().product();
+        // One scale per tensor, or one per channel of the axis (dequantization indexes them).
+        let channels = match t.axis {
+            None => Some(1),
+            Some(a) => t.shape.get(a).copied(),
+        };
+        if t.int8 && channels != Some(t.scales.len()) {
+            return Err(bad(&format!(
+                "tensor {} has {} scales where its shape {:?} and axis {:?} need {}",
+                t.path,
+                t.scales.len(),
+                t.shape,
+                t.axis,
+                channels.map_or("a valid axis".to_string(), |c| c.to_string())
             )));
         }
         let values = if t.int8 {

@@ -133,7 +133,9 @@ pub fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
             b.push(rng.next() as u8);
             continue;
         }
-        let at = rng.below(b.len());
+        // One mutation in four lands in the first 32 bytes, where formats keep their magic,
+        // versions and lengths.
+        let at = if rng.below(4) == 0 { rng.below(b.len().min(32)) } else { rng.below(b.len()) };
         match rng.below(10) {
             0 => b[at] ^= 1 << rng.below(8),
             1 => b[at] = INTERESTING[rng.below(6)] as u8,

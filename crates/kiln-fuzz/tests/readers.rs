@@ -1,6 +1,8 @@
 //! Every reader of a file that comes from elsewhere, fuzzed from real seed files (see
 //! `crates/kiln-fuzz/corpus/README.md`): `.npy`, `.pth` (the pickle guard, then burn-store's
-//! reader on what the guard lets through), MNIST IDX (raw and gzip), ONNX. One test runs them in
+//! reader on what the guard lets through), MNIST IDX (raw and gzip), ONNX, and kiln's own model
+//! files: `.kq8` (int8 weights) and `.bpk` (burnpack weights), written by kiln in the test from a
+//! LeNet-5 quantized on the seed digits. One test runs them in
 //! turn (the panic hook and the allocation record are per process / per thread), prints each
 //! target's counts, and fails with the saved inputs if any property broke.
 //!
@@ -84,6 +86,29 @@ fn every_reader_survives_mutated_files() {
         std::fs::write(&path, b).map_err(|e| e.to_string())?;
         kiln_data::idx::read_idx_pair(&path, &labels_gz, Some(10), kiln_data::Split::Train).map(|_| ()).map_err(|e| e.to_string())
     };
+    // kiln's own files, written from a LeNet-5 calibrated on the two seed digits.
+    let digits = kiln_data::idx::read_idx_pair(
+        &corpus().join("mnist-2-images.idx3"),
+        &corpus().join("mnist-2-labels.idx1"),
+        Some(10),
+        kiln_data::Split::Train,
+    )
+    .unwrap();
+    let q = kiln_compress::quantize(&lenet, [1, 28, 28], &digits, &kiln_compress::QuantConfig::default(), &device).unwrap();
+    let kq8_seed = tmp.join("seed.kq8");
+    q.save(&kq8_seed).unwrap();
+    let bpk_seed = tmp.join("seed.bpk");
+    kiln_models::weights::save_burnpack(&lenet, &bpk_seed).unwrap();
+    let kq8 = |b: &[u8]| {
+        let path = tmp.join("in.kq8");
+        std::fs::write(&path, b).map_err(|e| e.to_string())?;
+        kiln_compress::quantize::load_kq8(lenet.clone(), &path).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let bpk = |b: &[u8]| {
+        let path = tmp.join("in.bpk");
+        std::fs::write(&path, b).map_err(|e| e.to_string())?;
+        kiln_models::weights::load_burnpack(lenet.clone(), &path).map(|_| ()).map_err(|e| e.to_string())
+    };
     let onnx = |b: &[u8]| kiln_analyze::onnx::analyze_bytes(b, "fuzz", None, None, 1).map(|_| ()).map_err(|e| e.to_string());
 
     let targets = [
@@ -122,6 +147,20 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(5_000),
             bound: default_bound,
             read: &onnx,
+        },
+        Target {
+            name: "kq8",
+            seeds: vec![std::fs::read(&kq8_seed).unwrap()],
+            iterations: iters(3_000),
+            bound: default_bound,
+            read: &kq8,
+        },
+        Target {
+            name: "bpk",
+            seeds: vec![std::fs::read(&bpk_seed).unwrap()],
+            iterations: iters(3_000),
+            bound: default_bound,
+            read: &bpk,
         },
     ];
     let mut outcomes: Vec<Outcome> = vec![];
