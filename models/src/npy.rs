@@ -103,7 +103,9 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray, String> {
             let b = need(8)?;
             body[..b].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
         }
-        other => return Err(format!("dtype '{}' is not float32 or float64 (save with .astype(np.float32))", quote(other))),
+        other => {
+            return Err(format!("dtype '{}' is not float32 or float64 (save with .astype(np.float32))", quote(other)));
+        }
     };
     Ok(NpyArray { shape, data })
 }

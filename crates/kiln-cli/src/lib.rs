@@ -254,6 +254,7 @@ fn run_trained(registry: &Registry, r: &RunArgs, input: &kiln_models::npy::NpyAr
     };
     let data = data.convert::<f32>().try_into_vec::<f32>().map_err(|e| CliError::Failed(format!("{e:?}")))?;
     let out = kiln_models::npy::NpyArray { shape: out_shape, data };
+    check_output(&out, &r.weights)?;
     kiln_models::npy::write(&r.output, &out).map_err(|e| CliError::Failed(e.to_string()))?;
     Ok(format!(
         "{} (trained, {}): {:?} -> {:?} written to {} ({})",
@@ -267,20 +268,51 @@ fn run_trained(registry: &Registry, r: &RunArgs, input: &kiln_models::npy::NpyAr
 }
 
 fn run_run(registry: &Registry, r: &RunArgs) -> Result<String, CliError> {
-    use kiln_models::weights::RunError;
-    let device = r.backend.device()?;
+    // An unavailable backend is reported before any file is read.
+    r.backend.device()?;
     registry.get(&r.model).map_err(|e| CliError::Usage(e.to_string()))?;
     let input = kiln_models::npy::read(&r.input).map_err(|e| CliError::Usage(e.to_string()))?;
-    if is_trained_model(&r.weights) {
-        return run_trained(registry, r, &input);
+    if let Some(why) = non_finite(&input.data) {
+        return Err(CliError::Usage(format!(
+            "{} holds {why}; replace them (e.g. np.nan_to_num) before running",
+            r.input.display()
+        )));
     }
+    let out =
+        if is_trained_model(&r.weights) { run_trained(registry, r, &input)? } else { run_zoo(registry, r, &input)? };
+    Ok(out)
+}
+
+/// `None` when every value is finite; otherwise how many are NaN / Inf and where the first is.
+fn non_finite(data: &[f32]) -> Option<String> {
+    let first = data.iter().position(|v| !v.is_finite())?;
+    let count = data.iter().filter(|v| !v.is_finite()).count();
+    Some(format!("{count} NaN / Inf values (the first at flat index {first}: {})", data[first]))
+}
+
+/// A finite input gave a non-finite output: the weights are to blame (NaN / Inf in the file, or
+/// values so large the forward pass overflows). Nothing is written.
+fn check_output(out: &kiln_models::npy::NpyArray, weights: &std::path::Path) -> Result<(), CliError> {
+    match non_finite(&out.data) {
+        None => Ok(()),
+        Some(why) => Err(CliError::Usage(format!(
+            "the output holds {why} for a finite input: the weights in {} hold NaN / Inf or overflow; check the file (nothing was written)",
+            weights.display()
+        ))),
+    }
+}
+
+fn run_zoo(registry: &Registry, r: &RunArgs, input: &kiln_models::npy::NpyArray) -> Result<String, CliError> {
+    use kiln_models::weights::RunError;
+    let device = r.backend.device()?;
     let options = ModelOptions { num_classes: r.num_classes, width_mult: r.width_mult, ..Default::default() };
-    let out = kiln_models::weights::run_pretrained(registry, &r.model, &options, &r.weights, &input, &device).map_err(
+    let out = kiln_models::weights::run_pretrained(registry, &r.model, &options, &r.weights, input, &device).map_err(
         |e| match e {
             RunError::Zoo(_) | RunError::Shape { .. } => CliError::Usage(e.to_string()),
             _ => CliError::Failed(e.to_string()),
         },
     )?;
+    check_output(&out, &r.weights)?;
     kiln_models::npy::write(&r.output, &out).map_err(|e| CliError::Failed(e.to_string()))?;
     Ok(format!(
         "{}: {:?} -> {:?} written to {} ({})",
@@ -527,4 +559,20 @@ fn list(registry: &Registry, device: &Device) -> Result<String, CliError> {
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_are_counted_and_located() {
+        assert_eq!(non_finite(&[0.0, 1.5, -2.0]), None);
+        let why = non_finite(&[0.0, f32::NAN, 1.0, f32::NEG_INFINITY]).unwrap();
+        assert_eq!(why, "2 NaN / Inf values (the first at flat index 1: NaN)");
+        let out = kiln_models::npy::NpyArray { shape: vec![1, 2], data: vec![f32::INFINITY, 0.0] };
+        let e = check_output(&out, std::path::Path::new("w.pth")).unwrap_err();
+        assert_eq!(e.code(), 2);
+        assert!(e.to_string().contains("the weights in w.pth hold NaN / Inf"), "{e}");
+    }
 }

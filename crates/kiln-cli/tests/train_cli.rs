@@ -95,6 +95,16 @@ fn trained_model_runs_and_analyzes() {
         ExitCode::from(2)
     );
     assert!(!other.exists());
+    // NaN / Inf in the input is refused by name (exit 2), nothing written.
+    let mut bad = kiln_models::npy::read(&input).unwrap();
+    bad.data[5] = f32::NAN;
+    bad.data[9] = f32::INFINITY;
+    let bad_in = out.join("nan.npy");
+    kiln_models::npy::write(&bad_in, &bad).unwrap();
+    let args =
+        ["run", "lenet5", "--weights", o, "--input", bad_in.to_str().unwrap(), "--output", other.to_str().unwrap()];
+    assert_eq!(cli(&args), ExitCode::from(2));
+    assert!(!other.exists());
     // analyze --from uses the trained model's own input size.
     assert_eq!(cli(&["analyze", "--from", o, "--format", "json"]), ExitCode::SUCCESS);
     let _ = std::fs::remove_dir_all(&out);

@@ -495,8 +495,7 @@ pub fn load_kq8<M: Compressible>(model: M, path: &Path) -> Result<(M, Vec<(Strin
     }
     let n = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
     let header = 16usize.checked_add(n).and_then(|end| bytes.get(16..end)).ok_or_else(|| bad("truncated header"))?;
-    let header: Kq8Header = serde_json::from_slice(header)
-        .map_err(|e| bad(&e.to_string()))?;
+    let header: Kq8Header = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
     let mut off = 16 + n;
     let by_path: HashMap<String, (u64, Vec<usize>)> =
         param_values(&model).into_iter().map(|(id, p)| (p.path, (id, p.shape))).collect();

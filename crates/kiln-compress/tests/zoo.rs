@@ -82,7 +82,8 @@ fn bn_folding_keeps_outputs_resnet18_and_mobilenet_v2() {
         // The norms are gone from the structure: fewer ops, and the analyzer counts no BN params.
         let g = Graph::of(&folded, &input).unwrap();
         assert_eq!(g.ops.iter().filter(|o| o.op == "BatchNorm").count(), 0);
-        let y = kiln_compress::interpret::run(&g, &param_values(&folded), x.clone(), &mut |_, t| t, &mut |_, t| t).unwrap();
+        let y =
+            kiln_compress::interpret::run(&g, &param_values(&folded), x.clone(), &mut |_, t| t, &mut |_, t| t).unwrap();
         assert!(rel_diff(after.clone(), y) <= 1e-5);
         // A folded model saves and reloads (the fresh model is folded before loading).
         let dir = std::env::temp_dir().join(format!("kiln-compress-fold-{}", std::process::id()));

@@ -165,8 +165,8 @@ pub fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
             }
             8 => {
                 // Text headers (npy's dict, JSON): a number far past any sane size.
-                let digits: &[u8] = [&b"99999999999999999999999"[..], b"18446744073709551615", b"-1", b"1e308"]
-                    [rng.below(4)];
+                let digits: &[u8] =
+                    [&b"99999999999999999999999"[..], b"18446744073709551615", b"-1", b"1e308"][rng.below(4)];
                 b.splice(at..at, digits.iter().copied());
             }
             _ => {
@@ -345,7 +345,13 @@ mod tests {
                 _ => Err("refused".into()),
             }
         };
-        let t = Target { name: "self", seeds: vec![vec![0], vec![1], vec![2]], iterations: 0, bound: default_bound, read: &read };
+        let t = Target {
+            name: "self",
+            seeds: vec![vec![0], vec![1], vec![2]],
+            iterations: 0,
+            bound: default_bound,
+            read: &read,
+        };
         let o = run(&t, &out.join("none"), &out, 1);
         assert_eq!(o.inputs, 3);
         assert_eq!(o.failures.len(), 2, "{o:?}");

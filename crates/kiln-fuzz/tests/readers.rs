@@ -76,15 +76,19 @@ fn every_reader_survives_mutated_files() {
         let mut m = lenet.clone();
         kiln_models::weights::load_pytorch(&mut m, &path, &[1, 1, 28, 28]).map(|_| ()).map_err(|e| e.to_string())
     };
-    let idx_images = |b: &[u8]| kiln_data::idx::parse_idx_images(Path::new("x.idx3"), b).map(|_| ()).map_err(|e| e.to_string());
-    let idx_labels = |b: &[u8]| kiln_data::idx::parse_idx_labels(Path::new("x.idx1"), b).map(|_| ()).map_err(|e| e.to_string());
+    let idx_images =
+        |b: &[u8]| kiln_data::idx::parse_idx_images(Path::new("x.idx3"), b).map(|_| ()).map_err(|e| e.to_string());
+    let idx_labels =
+        |b: &[u8]| kiln_data::idx::parse_idx_labels(Path::new("x.idx1"), b).map(|_| ()).map_err(|e| e.to_string());
     let images_gz = gz(&seed("mnist-2-images.idx3"));
     let labels_gz = tmp.join("labels.gz");
     std::fs::write(&labels_gz, gz(&seed("mnist-2-labels.idx1"))).unwrap();
     let idx_pair_gz = |b: &[u8]| {
         let path = tmp.join("images.gz");
         std::fs::write(&path, b).map_err(|e| e.to_string())?;
-        kiln_data::idx::read_idx_pair(&path, &labels_gz, Some(10), kiln_data::Split::Train).map(|_| ()).map_err(|e| e.to_string())
+        kiln_data::idx::read_idx_pair(&path, &labels_gz, Some(10), kiln_data::Split::Train)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     // kiln's own files, written from a LeNet-5 calibrated on the two seed digits.
     let digits = kiln_data::idx::read_idx_pair(
@@ -94,7 +98,8 @@ fn every_reader_survives_mutated_files() {
         kiln_data::Split::Train,
     )
     .unwrap();
-    let q = kiln_compress::quantize(&lenet, [1, 28, 28], &digits, &kiln_compress::QuantConfig::default(), &device).unwrap();
+    let q =
+        kiln_compress::quantize(&lenet, [1, 28, 28], &digits, &kiln_compress::QuantConfig::default(), &device).unwrap();
     let kq8_seed = tmp.join("seed.kq8");
     q.save(&kq8_seed).unwrap();
     let bpk_seed = tmp.join("seed.bpk");
@@ -109,7 +114,8 @@ fn every_reader_survives_mutated_files() {
         std::fs::write(&path, b).map_err(|e| e.to_string())?;
         kiln_models::weights::load_burnpack(lenet.clone(), &path).map(|_| ()).map_err(|e| e.to_string())
     };
-    let onnx = |b: &[u8]| kiln_analyze::onnx::analyze_bytes(b, "fuzz", None, None, 1).map(|_| ()).map_err(|e| e.to_string());
+    let onnx =
+        |b: &[u8]| kiln_analyze::onnx::analyze_bytes(b, "fuzz", None, None, 1).map(|_| ()).map_err(|e| e.to_string());
 
     let targets = [
         Target {
@@ -140,7 +146,13 @@ fn every_reader_survives_mutated_files() {
             bound: default_bound,
             read: &idx_labels,
         },
-        Target { name: "idx-gz", seeds: vec![images_gz], iterations: iters(10_000), bound: default_bound, read: &idx_pair_gz },
+        Target {
+            name: "idx-gz",
+            seeds: vec![images_gz],
+            iterations: iters(10_000),
+            bound: default_bound,
+            read: &idx_pair_gz,
+        },
         Target {
             name: "onnx",
             seeds: vec![onnx_seed("resnet18-torchscript.onnx"), onnx_seed("resnet18-dynamo.onnx")],

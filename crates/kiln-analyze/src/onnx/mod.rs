@@ -43,8 +43,8 @@ use std::path::Path;
 
 use crate::report::Report;
 
-pub use graph::MAX_OPSET;
 use crate::printable;
+pub use graph::MAX_OPSET;
 
 /// Why an ONNX file could not be analyzed.
 #[derive(Debug, thiserror::Error)]
