@@ -115,23 +115,20 @@ pub fn load_burnpack<M: burn::module::Module>(model: M, path: &Path) -> Result<M
     })
 }
 
-/// A burnpack file starts with a 10-byte header: magic `NRUB`, a u16 version and the u32 length of
-/// the metadata that follows. Burn's reader allocates that length (up to 100 MiB) before it looks
-/// at the file's size, so the claim is checked against the file first (found by kiln-fuzz: a
-/// 230 KB file whose mutated header made the reader allocate 96 MiB).
+/// Burn's burnpack reader allocates the metadata length the file's header claims (up to
+/// `MAX_METADATA_SIZE`, 100 MiB) before it looks at the file's size, so the claim is checked
+/// against the file first (found by kiln-fuzz: a 230 KB file whose mutated header made the reader
+/// allocate 96 MiB). The header is read with burn-pack's own `Header`.
 fn check_burnpack_header(path: &Path) -> Result<(), String> {
+    use burn::store::burn_pack::{HEADER_SIZE, Header};
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
     let len = f.metadata().map_err(|e| format!("cannot be read ({e})"))?.len();
-    let mut header = [0u8; 10];
-    if f.read_exact(&mut header).is_err() {
-        return Err(format!("is {len} bytes long, shorter than a burnpack header; it is not a Burn burnpack file"));
-    }
-    if &header[..4] != b"NRUB" {
-        return Err("does not start with the burnpack magic; it is not a Burn burnpack file".into());
-    }
-    let metadata = u32::from_le_bytes([header[6], header[7], header[8], header[9]]) as u64;
-    if 10 + metadata > len {
+    let mut bytes = [0u8; HEADER_SIZE];
+    f.read_exact(&mut bytes).map_err(|_| format!("is {len} bytes long, shorter than a burnpack header"))?;
+    let header = Header::from_bytes(&bytes).map_err(|e| format!("has no burnpack header ({e})"))?;
+    let metadata = header.metadata_size as u64;
+    if HEADER_SIZE as u64 + metadata > len {
         return Err(format!(
             "claims {metadata} bytes of metadata but holds {len} bytes in all: the file is truncated or damaged"
         ));

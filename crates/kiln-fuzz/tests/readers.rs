@@ -31,25 +31,10 @@ fn onnx_seed(name: &str) -> Vec<u8> {
 }
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
-    // A stored (uncompressed) gzip member: header, deflate stored blocks, CRC-32, size.
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-    let chunks: Vec<&[u8]> = bytes.chunks(65535).collect();
-    for (i, c) in chunks.iter().enumerate() {
-        out.push((i + 1 == chunks.len()) as u8);
-        out.extend((c.len() as u16).to_le_bytes());
-        out.extend((!(c.len() as u16)).to_le_bytes());
-        out.extend(*c);
-    }
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    out.extend((!crc).to_le_bytes());
-    out.extend((bytes.len() as u32).to_le_bytes());
-    out
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(vec![], flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
 }
 
 fn iters(base: usize) -> usize {

@@ -139,18 +139,6 @@ impl From<String> for OpKind {
     }
 }
 
-impl From<&String> for OpKind {
-    fn from(name: &String) -> Self {
-        OpKind::from(name.as_str())
-    }
-}
-
-impl From<&OpKind> for OpKind {
-    fn from(kind: &OpKind) -> Self {
-        kind.clone()
-    }
-}
-
 /// An op kind reads as its printed name where a `&str` is expected (`kind.starts_with("Conv")`
 /// in a filter); code that decides what to do with an op matches on the variants instead.
 impl std::ops::Deref for OpKind {
