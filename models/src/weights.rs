@@ -119,7 +119,7 @@ pub fn load_burnpack<M: burn::module::Module>(model: M, path: &Path) -> Result<M
 /// `MAX_METADATA_SIZE`, 100 MiB) before it looks at the file's size, so the claim is checked
 /// against the file first (found by kiln-fuzz: a 230 KB file whose mutated header made the reader
 /// allocate 96 MiB). The header is read with burn-pack's own `Header`.
-fn check_burnpack_header(path: &Path) -> Result<(), String> {
+pub fn check_burnpack_header(path: &Path) -> Result<(), String> {
     use burn::store::burn_pack::{HEADER_SIZE, Header};
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| format!("cannot be read ({e})"))?;

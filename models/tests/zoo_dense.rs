@@ -22,6 +22,11 @@ use kiln_models::unet::UNetConfig;
 use kiln_models::yolov5_focus::YoloV5FocusBackboneConfig;
 use kiln_models::{ModelOptions, Registry};
 
+// Burn keeps one random generator per process: every test of this binary draws from it under
+// kiln's seeding lock (`kiln_layers::seeded_with`), the training runs included (initial weights,
+// lazy parameters, dropout masks), so each seeded test gets the numbers its seed gives whatever
+// runs beside it.
+
 /// Uniform `[0, 1)` numbers from a fixed linear congruential sequence (no global RNG, so the
 /// data is the same whatever other tests run in parallel).
 fn uniform(seed: u64, n: usize) -> Vec<f32> {
@@ -174,8 +179,6 @@ fn expectations() -> Vec<Expect> {
 #[test]
 fn counts_and_shapes_match_pytorch_twins_and_a_real_forward_pass() {
     let device = Device::flex();
-    // Every draw from the process-wide RNG holds the seeding lock, so the training tests beside
-    // this one start from the weights their seed gives (lazy parameters draw on first use).
     kiln_layers::seeded_with(&device, 0, || {
         let reg = Registry::builtin();
         for e in expectations() {
@@ -204,8 +207,6 @@ fn counts_and_shapes_match_pytorch_twins_and_a_real_forward_pass() {
 #[test]
 fn segmentation_nets_keep_the_input_resolution() {
     let device = Device::flex();
-    // Every draw from the process-wide RNG holds the seeding lock, so the training tests beside
-    // this one start from the weights their seed gives (lazy parameters draw on first use).
     kiln_layers::seeded_with(&device, 0, || {
         let reg = Registry::builtin();
         for name in ["segnet", "deeplab_mobilenet_v2", "unet"] {
@@ -223,8 +224,6 @@ fn segmentation_nets_keep_the_input_resolution() {
 #[test]
 fn layer_rows_carry_the_pytorch_names() {
     let device = Device::flex();
-    // Every draw from the process-wide RNG holds the seeding lock, so the training tests beside
-    // this one start from the weights their seed gives (lazy parameters draw on first use).
     kiln_layers::seeded_with(&device, 0, || {
         let reg = Registry::builtin();
         let rows = |name: &str, o: ModelOptions, input: &[usize]| {
@@ -266,8 +265,6 @@ fn layer_rows_carry_the_pytorch_names() {
 #[test]
 fn autoencoder_encodes_and_decodes() {
     let device = Device::flex();
-    // Every draw from the process-wide RNG holds the seeding lock, so the training tests beside
-    // this one start from the weights their seed gives (lazy parameters draw on first use).
     kiln_layers::seeded_with(&device, 0, || {
         let ae = ConvAutoencoderConfig::new().init(&device);
         let x = image(3, [4, 1, 28, 28], &device);

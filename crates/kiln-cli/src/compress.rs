@@ -221,7 +221,8 @@ pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliErr
     let d = PipelineData { train: &train, test: &test };
     let report = kiln_compress::compress(model, &plan, teacher, d, &cfg, &train_device, &eval_device, &args.out)
         .map_err(|e| match e {
-            kiln_compress::CompressError::InvalidOption(_) => usage(e),
+            // Bad flags, and an output folder that cannot be written (read-only, full, not a folder).
+            kiln_compress::CompressError::InvalidOption(_) | kiln_compress::CompressError::Io { .. } => usage(e),
             e => failed(e),
         })?;
     print!("{}", report.to_markdown());

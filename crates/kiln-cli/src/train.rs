@@ -158,7 +158,11 @@ pub(crate) fn run(registry: &Registry, args: &TrainArgs) -> Result<(), CliError>
         | TrainError::Zoo(_)
         | TrainError::Data(_)
         | TrainError::Mismatch(_)
-        | TrainError::Unsupported(_) => CliError::Usage(e.to_string()),
+        | TrainError::Unsupported(_)
+        | TrainError::Io { .. }
+        | TrainError::Saved(_)
+        | TrainError::Weights(_)
+        | TrainError::Diverged(_) => CliError::Usage(e.to_string()),
         other => CliError::Failed(other.to_string()),
     })?;
     let r = &outcome.report;

@@ -84,6 +84,7 @@ pub fn train_epochs<M: Module, E>(
         rng.shuffle(&mut order);
         let (mut sum, mut count) = (0.0, 0usize);
         for chunk in order.chunks(cfg.batch.max(1)) {
+            kiln_data::fsutil::failpoint("finetune-batch");
             let (x, y): (Tensor<4>, Tensor<1, Int>) = data.batch(chunk, device);
             let loss = batch_loss(&model, x, y)?;
             sum += loss.clone().into_scalar::<f32>() as f64;

@@ -208,13 +208,18 @@ pub fn compress<M: Compressible, T: Compressible>(
     // The final model: the last stage's folder, copied to `out/model`.
     let last = stages.len() - 1;
     let src = stage_dir(last, &stages[last].stage);
+    // Written beside it, then swapped in whole: out/model is always a complete model (the
+    // previous run's or this one's).
     let dst = out.join("model");
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(&dst).map_err(|e| CompressError::io(&dst, e))?;
+    let new = out.join(format!(".model.new-{}", std::process::id()));
+    kiln_data::fsutil::remove_temporaries(out);
+    std::fs::create_dir_all(&new).map_err(|e| CompressError::io(&new, e))?;
     for e in std::fs::read_dir(&src).map_err(|e| CompressError::io(&src, e))? {
         let e = e.map_err(|e| CompressError::io(&src, e))?;
-        std::fs::copy(e.path(), dst.join(e.file_name())).map_err(|err| CompressError::io(e.path(), err))?;
+        let bytes = std::fs::read(e.path()).map_err(|err| CompressError::io(e.path(), err))?;
+        write_atomic(&new.join(e.file_name()), &bytes)?;
     }
+    kiln_data::fsutil::replace_dir(&new, &dst).map_err(|e| CompressError::io(&dst, e))?;
     let report = CompressReport {
         model: plan.model.clone(),
         input: plan.input.clone(),

@@ -16,6 +16,10 @@ use kiln_compress::{Compressible, FinetuneConfig, finetune, latency_ms};
 use kiln_models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 use kiln_models::resnet::{ResNet, ResNetConfig};
 
+// Burn keeps one random generator per process: every test of this binary runs under kiln's
+// seeding lock (`kiln_layers::seeded_with`), so the seeded MNIST run gets the weights its seed
+// gives whatever runs beside it.
+
 /// Random BN statistics and affine parameters, so that folding has something to fold.
 fn randomize_bn<M: Compressible>(m: M, input: &[usize]) -> M {
     let g = Graph::of(&m, input).unwrap();
@@ -47,8 +51,6 @@ fn rel_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
 
 #[test]
 fn bn_folding_keeps_outputs_resnet18_and_mobilenet_v2() {
-    // The whole test holds kiln's seeding lock, as every test of this binary does: the process
-    // has one random generator, and an unlocked draw beside a seeded run would change its weights.
     kiln_layers::seeded_with(&Device::flex(), 0, || {
         let device = Device::flex();
         let input = [2, 3, 64, 64];
@@ -130,8 +132,6 @@ fn prune_at_224<M: Compressible>(name: &str, m: M) {
 
 #[test]
 fn structured_pruning_resnet18_at_224_runs_and_cuts_macs() {
-    // The whole test holds kiln's seeding lock, as every test of this binary does: the process
-    // has one random generator, and an unlocked draw beside a seeded run would change its weights.
     kiln_layers::seeded_with(&Device::flex(), 0, || {
         prune_at_224("resnet18", ResNetConfig::resnet18().init(&Device::flex()));
     });
@@ -139,8 +139,6 @@ fn structured_pruning_resnet18_at_224_runs_and_cuts_macs() {
 
 #[test]
 fn structured_pruning_mobilenet_v2_at_224_prunes_through_depthwise_convs() {
-    // The whole test holds kiln's seeding lock, as every test of this binary does: the process
-    // has one random generator, and an unlocked draw beside a seeded run would change its weights.
     kiln_layers::seeded_with(&Device::flex(), 0, || {
         let m = MobileNetV2Config::new().init(&Device::flex());
         let input = [1, 3, 224, 224];
@@ -154,8 +152,6 @@ fn structured_pruning_mobilenet_v2_at_224_prunes_through_depthwise_convs() {
 
 #[test]
 fn channel_pruning_small_mobilenet_v2_on_mnist_with_finetune() {
-    // The whole test holds kiln's seeding lock, as every test of this binary does: the process
-    // has one random generator, and an unlocked draw beside a seeded run would change its weights.
     kiln_layers::seeded_with(&train_device(), 3, || {
         let (train, test) = data();
         let device = train_device();

@@ -39,12 +39,38 @@ fn is_image_name(name: &str) -> bool {
 /// JPEG file, chosen by its first bytes.
 pub fn decode_image(path: &Path) -> Result<DecodedImage> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
+    decode_image_bytes(path, &bytes)
+}
+
+/// The most bytes a decoded image may take for a file of `len` bytes: a PNG's rows are DEFLATE
+/// data, which expands at most 1032-fold, and kiln's colour conversion (palette or 1-bit grey to
+/// 8-bit RGBA) multiplies that by at most 32; a JPEG has no such limit (a progressive JPEG's
+/// end-of-band runs cover thousands of blocks in one code), so it gets the same budget. Above
+/// 64 MiB an image must be backed by that many bytes of file, so a header cannot claim more
+/// memory than the file could ever fill.
+pub fn decoded_limit(len: usize) -> usize {
+    (64 << 20usize).max(len.saturating_mul(1032 * 32))
+}
+
+/// [`decode_image`] on bytes already read (`path` names them in errors).
+pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<DecodedImage> {
     let bad = |reason: String| DataError::Decode { path: path.to_path_buf(), reason: one_line(&reason) };
+    let limit = decoded_limit(bytes.len());
+    let too_big = |w: usize, h: usize, n: usize| {
+        bad(format!(
+            "{w}x{h} image would decode to {n} bytes, more than a {}-byte file can hold (at most {limit}); the header is corrupt",
+            bytes.len()
+        ))
+    };
     if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
-        let mut dec = png::Decoder::new(std::io::Cursor::new(&bytes[..]));
+        let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
         dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
         let mut reader = dec.read_info().map_err(|e| bad(format!("PNG: {e}")))?;
+        let (w, h) = (reader.info().width as usize, reader.info().height as usize);
         let size = reader.output_buffer_size().ok_or_else(|| bad("PNG too large".into()))?;
+        if size > limit {
+            return Err(too_big(w, h, size));
+        }
         let mut buf = vec![0u8; size];
         let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("PNG: {e}")))?;
         let (w, h) = (info.width as usize, info.height as usize);
@@ -59,7 +85,15 @@ pub fn decode_image(path: &Path) -> Result<DecodedImage> {
         Ok(DecodedImage { width: w, height: h, channels: ch, data: buf })
     } else if bytes.starts_with(&[0xff, 0xd8]) {
         use zune_jpeg::zune_core::bytestream::ZCursor;
-        let mut dec = zune_jpeg::JpegDecoder::new(ZCursor::new(&bytes[..]));
+        let mut dec = zune_jpeg::JpegDecoder::new(ZCursor::new(bytes));
+        dec.decode_headers().map_err(|e| bad(format!("JPEG: {e:?}")))?;
+        if let Some(info) = dec.info() {
+            let (w, h) = (info.width as usize, info.height as usize);
+            let n = w.saturating_mul(h).saturating_mul(dec.output_colorspace().map_or(4, |c| c.num_components()));
+            if n > limit {
+                return Err(too_big(w, h, n));
+            }
+        }
         let data = dec.decode().map_err(|e| bad(format!("JPEG: {e:?}")))?;
         let info = dec.info().ok_or_else(|| bad("JPEG: no header".into()))?;
         let (w, h) = (info.width as usize, info.height as usize);

@@ -497,3 +497,43 @@ const GRAY_JPEG: &[u8] = &[
     0xe7, 0xe8, 0xe9, 0xea, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa, 0xff, 0xda, 0x00, 0x08, 0x01,
     0x01, 0x00, 0x00, 0x3f, 0x00, 0xf8, 0xce, 0xbf, 0xff, 0xd9,
 ];
+
+/// A PNG / JPEG whose header claims more pixels than its bytes could ever decode to is refused
+/// before the decoder allocates the claim.
+#[test]
+fn image_headers_that_claim_more_than_the_file_holds_are_refused_before_allocating() {
+    let d = tmp("huge-claims");
+    fs::create_dir_all(&d).unwrap();
+    // PNG: a real 16x16 grey image whose IHDR is rewritten to 50000x50000 (CRC fixed), which
+    // would be a 2.5 GB buffer from a file of 100 bytes.
+    let p = d.join("a.png");
+    write_png(&p, 16, 16, png::ColorType::Grayscale, &[7; 256]);
+    let mut b = fs::read(&p).unwrap();
+    assert_eq!(&b[12..16], b"IHDR");
+    b[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+    b[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&b[12..29]);
+    b[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    let e = kiln_data::folder::decode_image_bytes(&p, &b).unwrap_err();
+    one_line_naming(&e, &p);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("50000x50000 image would decode to 2500000000 bytes") && msg.contains("the header is corrupt"),
+        "{msg}"
+    );
+    // The same file with its real header decodes.
+    let ok = kiln_data::folder::decode_image_bytes(&p, &fs::read(&p).unwrap()).unwrap();
+    assert_eq!((ok.width, ok.height, ok.channels), (16, 16, 1));
+
+    // JPEG: the fuzz corpus's 28x28 baseline digit with its SOF0 rewritten to 16000x16000 (decoded as RGB: 768 MB).
+    let j = d.join("a.jpg");
+    let mut b = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-fuzz/corpus/digit-baseline.jpg")).unwrap();
+    let sof = b.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    b[sof + 5..sof + 7].copy_from_slice(&16_000u16.to_be_bytes());
+    b[sof + 7..sof + 9].copy_from_slice(&16_000u16.to_be_bytes());
+    let e = kiln_data::folder::decode_image_bytes(&j, &b).unwrap_err();
+    one_line_naming(&e, &j);
+    assert!(e.to_string().contains("16000x16000 image would decode to 768000000 bytes"), "{e}");
+    let _ = fs::remove_dir_all(&d);
+}

@@ -11,15 +11,21 @@
 //!   test binary's global allocator, records the largest single request of the calling thread;
 //!   requests above [`HARD_CAP`] are refused outright, so a header that claims 10^12 elements
 //!   cannot take the machine down before it is reported),
-//! - **a refusal is one non-empty line**.
+//! - **a refusal is one non-empty line**, naming the file when the reader was given one.
 //!
 //! The input being tried is written to a file before each call (`in-flight-<target>`), so an
 //! abort (which `catch_unwind` cannot catch) still leaves the input behind. Every failing input is
 //! saved under the run's output folder; copy it to `corpus/regressions/<target>/` and it is replayed
 //! before any mutation on every later run.
 //!
-//! This is not coverage-guided: the mutations are blind, and the run length is fixed so CI time
-//! stays predictable. The same targets can be driven by cargo-fuzz later; the properties stay.
+//! **Guided by behaviour, not by coverage.** Without compiler instrumentation (libFuzzer's
+//! SanitizerCoverage would mean a second, instrumented build of Burn) the runner uses what the
+//! reader says as its feedback: a mutated input whose refusal has not been seen before (digits
+//! masked, so "claims 12 bytes" and "claims 13 bytes" are one message) or that the reader accepts
+//! has taken a path the pool had not reached, and joins the pool that later mutations start from
+//! (up to [`POOL_CAP`] inputs). Inputs that pass the first checks of a parser therefore breed
+//! inputs that test its later ones. The run length is fixed, so CI time stays predictable; the
+//! same targets can be driven by cargo-fuzz later, and the properties stay.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -190,8 +196,10 @@ pub struct Outcome {
     pub inputs: usize,
     /// Inputs the reader accepted.
     pub accepted: usize,
-    /// Distinct refusal messages (their first 60 characters).
+    /// Distinct refusal messages (their first 60 characters after the file's name).
     pub distinct_errors: usize,
+    /// Mutated inputs that joined the feedback pool (a new refusal, or accepted).
+    pub pooled: usize,
     /// The largest single allocation of any input, and that input's size.
     pub largest_alloc: (usize, usize),
     /// Wall time of the run.
@@ -204,12 +212,13 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} inputs in {:.1} s, {} accepted, {} distinct refusals, largest allocation {} bytes (input of {} bytes), {} failures",
+            "{}: {} inputs in {:.1} s, {} accepted, {} distinct refusals, {} pooled, largest allocation {} bytes (input of {} bytes), {} failures",
             self.name,
             self.inputs,
             self.elapsed.as_secs_f64(),
             self.accepted,
             self.distinct_errors,
+            self.pooled,
             self.largest_alloc.0,
             self.largest_alloc.1,
             self.failures.len()
@@ -229,6 +238,9 @@ pub struct Target<'a> {
     pub bound: fn(usize) -> usize,
     /// The reader.
     pub read: &'a dyn Fn(&[u8]) -> Result<(), String>,
+    /// The file name the reader was given, which every refusal must name (`None` for readers
+    /// of bytes without a file, such as `npy::parse`).
+    pub file: Option<&'a str>,
 }
 
 /// The default allocation bound: 64 MiB plus 16 bytes per input byte.
@@ -246,9 +258,33 @@ pub fn read_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files.into_iter().filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b))).collect()
 }
 
+/// The most inputs the feedback pool of one run holds (seeds included).
+pub const POOL_CAP: usize = 512;
+
+/// A refusal with its digits masked: the key of "a new message" for the feedback pool.
+fn message_key(e: &str) -> String {
+    let mut k = String::new();
+    for c in e.chars().take(120) {
+        if c.is_ascii_digit() {
+            if !k.ends_with('#') {
+                k.push('#');
+            }
+        } else {
+            k.push(c);
+        }
+    }
+    k
+}
+
 /// Runs `target`: its regressions (`regressions/<name>/`), its seeds, then `iterations` mutations
-/// (generator seeded by `rng_seed`). Failing inputs are saved in `out`.
+/// (generator seeded by `rng_seed`), each of an input drawn from the feedback pool (the seeds,
+/// then every input that gave a new refusal or was accepted). Failing inputs are saved in `out`.
 pub fn run(target: &Target, regressions: &Path, out: &Path, rng_seed: u64) -> Outcome {
+    run_with(target, regressions, out, rng_seed, true)
+}
+
+/// [`run`], with the feedback pool on or off (off: every mutation starts from a seed).
+fn run_with(target: &Target, regressions: &Path, out: &Path, rng_seed: u64, feedback: bool) -> Outcome {
     let _ = std::fs::create_dir_all(out);
     let in_flight = out.join(format!("in-flight-{}", target.name));
     let mut inputs: Vec<Vec<u8>> = read_dir(&regressions.join(target.name)).into_iter().map(|(_, b)| b).collect();
@@ -259,11 +295,14 @@ pub fn run(target: &Target, regressions: &Path, out: &Path, rng_seed: u64) -> Ou
         inputs: 0,
         accepted: 0,
         distinct_errors: 0,
+        pooled: 0,
         largest_alloc: (0, 0),
         elapsed: Duration::ZERO,
         failures: vec![],
     };
     let mut errors = std::collections::BTreeSet::new();
+    let mut keys = std::collections::HashSet::new();
+    let mut pool: Vec<Vec<u8>> = target.seeds.clone();
     let start = Instant::now();
     let fixed = inputs.len();
     let total = fixed + target.iterations;
@@ -274,8 +313,8 @@ pub fn run(target: &Target, regressions: &Path, out: &Path, rng_seed: u64) -> Ou
         let input = if i < fixed {
             std::mem::take(&mut inputs[i])
         } else {
-            let seed = &target.seeds[rng.below(target.seeds.len())];
-            mutate(seed, &mut rng)
+            let parent = &pool[rng.below(pool.len())];
+            mutate(parent, &mut rng)
         };
         let _ = std::fs::write(&in_flight, &input);
         reset_largest();
@@ -299,12 +338,26 @@ pub fn run(target: &Target, regressions: &Path, out: &Path, rng_seed: u64) -> Ou
                     .unwrap_or_default();
                 fail(format!("panic: {msg}"));
             }
-            Ok(Ok(())) => outcome.accepted += 1,
+            Ok(Ok(())) => {
+                outcome.accepted += 1;
+                if feedback && i >= fixed && pool.len() < POOL_CAP && !pool.contains(&input) {
+                    outcome.pooled += 1;
+                    pool.push(input.clone());
+                }
+            }
             Ok(Err(e)) => {
                 if e.trim().is_empty() || e.contains('\n') {
                     fail(format!("refusal is not one non-empty line: {e:?}"));
+                } else if let Some(f) = target.file.filter(|f| !e.contains(f)) {
+                    fail(format!("refusal does not name the file {f}: {e:?}"));
                 }
-                errors.insert(e.chars().take(60).collect::<String>());
+                // What the reader says after naming the file (the file's path would fill the key).
+                let said = target.file.and_then(|f| e.rfind(f).map(|i| &e[i + f.len()..])).unwrap_or(&e);
+                errors.insert(said.chars().take(60).collect::<String>());
+                if keys.insert(message_key(said)) && feedback && i >= fixed && pool.len() < POOL_CAP {
+                    outcome.pooled += 1;
+                    pool.push(input.clone());
+                }
             }
         }
         if big > (target.bound)(input.len()) {
@@ -336,6 +389,41 @@ mod tests {
     }
 
     #[test]
+    fn feedback_reaches_a_check_blind_mutation_from_the_seed_does_not() {
+        // A reader with four nested checks, each on one byte: from a seed that fails the first,
+        // the panic behind the last needs four specific byte values at once, which blind
+        // mutation of the seed does not find in 20 000 tries. With feedback each new refusal
+        // joins the pool, and the run climbs one check at a time.
+        let read = |b: &[u8]| -> Result<(), String> {
+            if b.len() < 8 || b[0] != b'K' {
+                return Err("no magic".into());
+            }
+            for (i, want, field) in [(1, 0x7f, "version"), (2, 0xff, "kind"), (3, 0x80, "flags"), (4, 0x7f, "count")] {
+                if b[i] != want {
+                    return Err(format!("bad {field}"));
+                }
+            }
+            panic!("reached the deepest check");
+        };
+        let t = Target {
+            name: "self-feedback",
+            seeds: vec![b"K\0\0\0\0\0\0\0".to_vec()],
+            iterations: 20_000,
+            bound: default_bound,
+            read: &read,
+            file: None,
+        };
+        let out = std::env::temp_dir().join(format!("kiln-fuzz-feedback-{}", std::process::id()));
+        let deepest = |o: &Outcome| o.failures.iter().any(|(w, _)| w.contains("deepest"));
+        let blind = run_with(&t, &out.join("none"), &out, 3, false);
+        assert!(!deepest(&blind) && blind.pooled == 0, "{blind}");
+        let guided = run_with(&t, &out.join("none"), &out, 3, true);
+        assert!(deepest(&guided) && guided.pooled >= 4, "{guided}");
+        let _ = std::fs::remove_dir_all(&out);
+        assert_eq!(message_key("claims 12 bytes of 4096"), "claims # bytes of #");
+    }
+
+    #[test]
     fn the_runner_reports_panics_and_bad_refusals_with_their_input() {
         let out = std::env::temp_dir().join(format!("kiln-fuzz-self-{}", std::process::id()));
         let read = |b: &[u8]| -> Result<(), String> {
@@ -351,6 +439,7 @@ mod tests {
             iterations: 0,
             bound: default_bound,
             read: &read,
+            file: None,
         };
         let o = run(&t, &out.join("none"), &out, 1);
         assert_eq!(o.inputs, 3);

@@ -1,10 +1,11 @@
 //! Every reader of a file that comes from elsewhere, fuzzed from real seed files (see
 //! `crates/kiln-fuzz/corpus/README.md`): `.npy`, `.pth` (the pickle guard, then burn-store's
-//! reader on what the guard lets through), MNIST IDX (raw and gzip), ONNX, and kiln's own model
-//! files: `.kq8` (int8 weights) and `.bpk` (burnpack weights), written by kiln in the test from a
-//! LeNet-5 quantized on the seed digits. One test runs them in
-//! turn (the panic hook and the allocation record are per process / per thread), prints each
-//! target's counts, and fails with the saved inputs if any property broke.
+//! reader on what the guard lets through), MNIST IDX (raw and gzip), CIFAR-10 batches, PNG and
+//! JPEG images, ONNX, and kiln's own files: `.kq8` (int8 weights), `.bpk` (burnpack weights), a
+//! model folder's `model.json` and a training checkpoint record, written by kiln in the test from
+//! a LeNet-5 quantized on the seed digits. One test runs them in turn (the panic hook and the
+//! allocation record are per process / per thread), prints each target's counts, and fails with
+//! the saved inputs if any property broke.
 //!
 //! `KILN_FUZZ_ITERS` scales the run (default 1: about a minute in all on the CI machine).
 
@@ -37,6 +38,38 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// An image may decode to what its file can hold ([`kiln_data::folder::decoded_limit`]), plus the
+/// decoders' own row buffers.
+fn image_bound(len: usize) -> usize {
+    kiln_data::folder::decoded_limit(len) + default_bound(len)
+}
+
+fn digit_bytes(d: &kiln_data::ImageDataset) -> Vec<u8> {
+    d.get(0).unwrap().0.iter().map(|&v| (v * 255.0) as u8).collect()
+}
+
+fn png_bytes(
+    w: u32,
+    h: u32,
+    color: png::ColorType,
+    depth: png::BitDepth,
+    palette: Option<&[u8]>,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut out = vec![];
+    {
+        let mut e = png::Encoder::new(&mut out, w, h);
+        e.set_color(color);
+        e.set_depth(depth);
+        if let Some(p) = palette {
+            e.set_palette(p.to_vec());
+        }
+        let mut wr = e.write_header().unwrap();
+        wr.write_image_data(data).unwrap();
+    }
+    out
+}
+
 fn iters(base: usize) -> usize {
     let scale: usize = std::env::var("KILN_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     base * scale.max(1)
@@ -55,9 +88,8 @@ fn every_reader_survives_mutated_files() {
 
     let npy = |b: &[u8]| kiln_models::npy::parse(b).map(|_| ());
     let pth = |b: &[u8]| {
-        kiln_models::pickle_guard::check_bytes(b).map_err(|e| format!("{e:?}"))?;
-        // What the guard accepts goes on to burn-store's reader, through kiln's loader (the
-        // tensors do not fit LeNet-5: the refusal must still be one line, never a panic).
+        // kiln's loader: the pickle guard, then (what the guard accepts) burn-store's reader;
+        // the tensors do not fit LeNet-5, so the refusal must still be one line naming the file.
         let path = tmp.join("in.pth");
         std::fs::write(&path, b).map_err(|e| e.to_string())?;
         let mut m = lenet.clone();
@@ -103,6 +135,77 @@ fn every_reader_survives_mutated_files() {
     };
     let onnx =
         |b: &[u8]| kiln_analyze::onnx::analyze_bytes(b, "fuzz", None, None, 1).map(|_| ()).map_err(|e| e.to_string());
+    // CIFAR-10 binary batches: two records (label + [3, 32, 32]) made from the seed digits.
+    let cifar_seed: Vec<u8> = (0..2)
+        .flat_map(|k| {
+            let (img, label) = digits.get(k).unwrap();
+            let mut rec = vec![label as u8];
+            for _ in 0..3 {
+                rec.extend((0..32 * 32).map(|i| {
+                    let (y, x) = (i / 32, i % 32);
+                    if (2..30).contains(&y) && (2..30).contains(&x) {
+                        (img[(y - 2) * 28 + x - 2] * 255.0) as u8
+                    } else {
+                        0
+                    }
+                }));
+            }
+            rec
+        })
+        .collect();
+    let cifar = |b: &[u8]| {
+        let path = tmp.join("data_batch_1.bin");
+        std::fs::write(&path, b).map_err(|e| e.to_string())?;
+        let names = kiln_data::cifar::CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+        kiln_data::cifar::read_cifar10_files(&[path], names, kiln_data::Split::Train)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    // PNG: the first seed digit as 8-bit grey, and a 1-bit palette image (the colour expansion
+    // that multiplies a PNG's size the most); JPEG: the corpus's baseline and progressive files.
+    let png_seeds = vec![
+        png_bytes(28, 28, png::ColorType::Grayscale, png::BitDepth::Eight, None, &digit_bytes(&digits)),
+        png_bytes(16, 4, png::ColorType::Indexed, png::BitDepth::One, Some(&[0, 0, 0, 255, 128, 0]), &[0b1010_0110; 8]),
+    ];
+    let image =
+        |b: &[u8]| kiln_data::folder::decode_image_bytes(Path::new("x.png"), b).map(|_| ()).map_err(|e| e.to_string());
+    // A trained model folder's model.json (next to LeNet-5's weights), read the way `run` and
+    // `compress --from` read it: spec, then the architecture, then the weights.
+    let model_dir = tmp.join("model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    kiln_models::weights::save_burnpack(&lenet, &model_dir.join("model.bpk")).unwrap();
+    let spec = kiln_train::saved::ModelSpec {
+        format: kiln_train::saved::SPEC_FORMAT,
+        model: "lenet5".into(),
+        num_classes: 10,
+        width_mult: 1.0,
+        in_channels: 1,
+        dropout: None,
+        task: kiln_train::model::Task::Classification,
+        input: kiln_train::data::InputAdapter {
+            data_shape: [1, 28, 28],
+            model_shape: [1, 28, 28],
+            scaler: kiln_data::Scaler::fit(kiln_data::ScaleKind::ZScore, &digits).unwrap(),
+            repeat_channels: false,
+            resize: false,
+            description: "28x28 (native)".into(),
+        },
+        class_names: (0..10).map(|d| d.to_string()).collect(),
+        dataset: "mnist".into(),
+    };
+    let spec_seed = serde_json::to_vec_pretty(&spec).unwrap();
+    let registry = kiln_models::Registry::builtin();
+    let model_json = |b: &[u8]| {
+        std::fs::write(model_dir.join("model.json"), b).map_err(|e| e.to_string())?;
+        kiln_train::saved::load(&registry, &model_dir, &device).map(|_| ()).map_err(|e| e.to_string())
+    };
+    // A training checkpoint record, read the way `train --resume` checks one before burn-train
+    // loads it (a model record is LeNet-5's burnpack).
+    let checkpoint = |b: &[u8]| {
+        let path = tmp.join("model-1.bpk");
+        std::fs::write(&path, b).map_err(|e| e.to_string())?;
+        kiln_train::checkpoint::check_record(&path, "model")
+    };
 
     let targets = [
         Target {
@@ -111,6 +214,7 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(40_000),
             bound: default_bound,
             read: &npy,
+            file: None,
         },
         Target {
             name: "pth",
@@ -118,6 +222,7 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(15_000),
             bound: default_bound,
             read: &pth,
+            file: Some("in.pth"),
         },
         Target {
             name: "idx-images",
@@ -125,6 +230,7 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(20_000),
             bound: default_bound,
             read: &idx_images,
+            file: Some("x.idx3"),
         },
         Target {
             name: "idx-labels",
@@ -132,6 +238,7 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(20_000),
             bound: default_bound,
             read: &idx_labels,
+            file: Some("x.idx1"),
         },
         Target {
             name: "idx-gz",
@@ -139,6 +246,7 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(10_000),
             bound: default_bound,
             read: &idx_pair_gz,
+            file: Some("images.gz"),
         },
         Target {
             name: "onnx",
@@ -146,6 +254,7 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(5_000),
             bound: default_bound,
             read: &onnx,
+            file: None,
         },
         Target {
             name: "kq8",
@@ -153,6 +262,7 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(3_000),
             bound: default_bound,
             read: &kq8,
+            file: Some("in.kq8"),
         },
         Target {
             name: "bpk",
@@ -160,6 +270,47 @@ fn every_reader_survives_mutated_files() {
             iterations: iters(3_000),
             bound: default_bound,
             read: &bpk,
+            file: Some("in.bpk"),
+        },
+        Target {
+            name: "cifar",
+            seeds: vec![cifar_seed],
+            iterations: iters(5_000),
+            bound: default_bound,
+            read: &cifar,
+            file: Some("data_batch_1.bin"),
+        },
+        Target {
+            name: "png",
+            seeds: png_seeds,
+            iterations: iters(10_000),
+            bound: image_bound,
+            read: &image,
+            file: Some("x.png"),
+        },
+        Target {
+            name: "jpeg",
+            seeds: vec![seed("digit-baseline.jpg"), seed("color-progressive.jpg")],
+            iterations: iters(10_000),
+            bound: image_bound,
+            read: &image,
+            file: Some("x.png"),
+        },
+        Target {
+            name: "model-json",
+            seeds: vec![spec_seed],
+            iterations: iters(3_000),
+            bound: default_bound,
+            read: &model_json,
+            file: Some("model.json"),
+        },
+        Target {
+            name: "checkpoint",
+            seeds: vec![std::fs::read(&bpk_seed).unwrap()],
+            iterations: iters(2_000),
+            bound: default_bound,
+            read: &checkpoint,
+            file: Some("model-1.bpk"),
         },
     ];
     let mut outcomes: Vec<Outcome> = vec![];

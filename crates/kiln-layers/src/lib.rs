@@ -42,7 +42,7 @@ pub use hooks::{fold_bn_keep, sync_depthwise, unshare_bn};
 pub use inverted_residual::{InvertedResidual, InvertedResidualConfig, IrStyle};
 pub use max_unpool::{MaxPoolWithIndices, MaxPoolWithIndicesConfig, MaxUnpool2d, MaxUnpool2dConfig};
 pub use op_kind::OpKind;
-pub use seeded::{materialize, seeded, seeded_with};
+pub use seeded::{materialize, reseed, seeded, seeded_with};
 pub use shortcut::{Add, Concat};
 pub use squeeze_excite::{SqueezeExcite, SqueezeExciteConfig};
 pub use trace::{Node, OpCost, Spatial, Trace, TraceError, Tracer};

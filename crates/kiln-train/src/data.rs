@@ -2,15 +2,15 @@
 //! augments (on the raw `[0, 1]` pixels), scales (with the training split's statistics) and adapts
 //! the images to the model's input (channel repeat, resize).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset as BurnDataset;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
-use kiln_data::{Augment, ImageDataset, Scaler};
+use kiln_data::{Augment, ImageDataset, Rng, Scaler};
 use serde::{Deserialize, Serialize};
 
 use crate::model::ImageBatch;
@@ -69,21 +69,78 @@ pub struct ImageBatcher {
     augment: Option<Augment>,
     seed: u64,
     calls: AtomicU64,
+    epochs: Option<EpochPlan>,
+}
+
+/// The training split's order, epoch by epoch: a function of `(seed, epoch)` alone, so that a run
+/// resumed at epoch `k` sees the batches (and augmentations, and dropout masks) that the
+/// uninterrupted run saw from epoch `k`.
+struct EpochPlan {
+    /// Batches per epoch (the loader's last batch may be short).
+    batches: u64,
+    /// The permutation of the epoch being served.
+    order: Mutex<(u64, Vec<usize>)>,
 }
 
 impl ImageBatcher {
     /// A batcher over `data`; `augment` (training only) is seeded per batch from `seed`, so a run
     /// is reproducible.
     pub fn new(data: Arc<ImageDataset>, adapter: Arc<InputAdapter>, augment: Option<Augment>, seed: u64) -> Self {
-        Self { data, adapter, augment, seed, calls: AtomicU64::new(0) }
+        Self { data, adapter, augment, seed, calls: AtomicU64::new(0), epochs: None }
     }
+
+    /// The training batcher: fed the indices `0..len` in order by an unshuffled loader with
+    /// `batch_size`, it serves epoch `e`'s batches in the order [`epoch_order`] gives, reseeds the
+    /// device's generator at the start of each epoch from `(seed, e)` (dropout), and seeds each
+    /// batch's augmentation from its position in the whole run. `first_epoch` is the 1-based epoch
+    /// the loader's first batch belongs to (`k + 1` when resuming after `k` epochs).
+    pub fn for_training(
+        data: Arc<ImageDataset>,
+        adapter: Arc<InputAdapter>,
+        augment: Option<Augment>,
+        seed: u64,
+        batch_size: usize,
+        first_epoch: usize,
+    ) -> Self {
+        let batches = data.len().div_ceil(batch_size.max(1)).max(1) as u64;
+        let skipped = batches * (first_epoch.max(1) as u64 - 1);
+        Self {
+            data,
+            adapter,
+            augment,
+            seed,
+            calls: AtomicU64::new(skipped),
+            epochs: Some(EpochPlan { batches, order: Mutex::new((u64::MAX, Vec::new())) }),
+        }
+    }
+}
+
+/// The order of the training split's `n` images in (1-based) epoch `epoch` of a run seeded with
+/// `seed`: a Fisher-Yates shuffle from SplitMix64 seeded by `(seed, epoch)`.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::for_item(seed, epoch).shuffle(&mut order);
+    order
 }
 
 impl Batcher<usize, ImageBatch> for ImageBatcher {
     fn batch(&self, items: Vec<usize>, device: &Device) -> ImageBatch {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let items = match &self.epochs {
+            Some(plan) => {
+                kiln_data::fsutil::failpoint("train-batch");
+                let epoch = call / plan.batches + 1;
+                let mut order = plan.order.lock().unwrap_or_else(|e| e.into_inner());
+                if order.0 != epoch {
+                    *order = (epoch, epoch_order(self.data.len(), self.seed, epoch));
+                    kiln_layers::reseed(device, self.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
+                }
+                items.iter().map(|&i| order.1[i]).collect()
+            }
+            None => items,
+        };
         let (x, y) = match &self.augment {
             Some(aug) => {
-                let call = self.calls.fetch_add(1, Ordering::Relaxed);
                 let seed = self.seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 self.data.batch_augmented(&items, aug, seed, device)
             }

@@ -34,6 +34,10 @@ pub enum TrainError {
     /// Loading weights failed.
     #[error(transparent)]
     Weights(#[from] kiln_models::WeightError),
+    /// The training loss became NaN or infinite; the message names the epoch and step and the
+    /// last good checkpoint (nothing was written over it).
+    #[error("{0}")]
+    Diverged(String),
     /// A metric could not be computed.
     #[error(transparent)]
     Metrics(#[from] kiln_metrics::MetricsError),

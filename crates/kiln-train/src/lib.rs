@@ -26,6 +26,7 @@
 //! as it trains a built-in one.
 
 pub mod autoencoder;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 mod error;

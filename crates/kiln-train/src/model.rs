@@ -40,7 +40,7 @@ pub struct Distillation {
 pub use kiln_regularize::distillation_loss;
 
 /// Per-step settings that are not parameters (skipped by the module derive).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StepContext {
     /// The task.
     pub task: Task,
@@ -51,6 +51,19 @@ pub struct StepContext {
     /// Distillation, when on.
     pub distillation: Option<Distillation>,
     pub(crate) recorder: Arc<Mutex<Recorder>>,
+    /// Stops the run when the loss stops being finite.
+    pub(crate) interrupter: burn::train::Interrupter,
+}
+
+impl std::fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepContext")
+            .field("task", &self.task)
+            .field("l1", &self.l1)
+            .field("label_smoothing", &self.label_smoothing)
+            .field("distillation", &self.distillation.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The module burn-train's `Learner` trains: a zoo model plus how to compute its loss.
@@ -149,7 +162,10 @@ impl TrainStep for Trainee {
         {
             let mut rec = self.ctx.recorder.lock().expect("recorder lock");
             rec.on_train_step(&item, n);
-            if rec.wants_grad_probe() {
+            if rec.diverged.is_some() {
+                // burn-train stops before validation and before the epoch's checkpoint.
+                self.ctx.interrupter.stop(Some("the training loss is not finite"));
+            } else if rec.wants_grad_probe() {
                 rec.probe_gradients(&self.model, &grads);
             }
         }

@@ -48,7 +48,7 @@ struct Acc {
 }
 
 impl Acc {
-    fn add(&mut self, item: &StepOutput, n: usize) {
+    fn add(&mut self, item: &StepOutput, n: usize) -> f64 {
         let loss = item.loss.clone().into_scalar::<f32>() as f64;
         self.loss_sum += loss * n as f64;
         self.n += n as u64;
@@ -58,6 +58,7 @@ impl Acc {
             self.correct += correct as u64;
             self.has_accuracy = true;
         }
+        loss
     }
     fn loss(&self) -> f64 {
         if self.n == 0 { f64::NAN } else { self.loss_sum / self.n as f64 }
@@ -75,7 +76,7 @@ enum Phase {
 }
 
 /// Called with every finished epoch (printing, saving the history for `--resume`).
-pub type EpochListener = Box<dyn FnMut(&EpochRecord, &[EpochRecord]) + Send>;
+pub type EpochListener = Box<dyn FnMut(&EpochRecord, &[EpochRecord], &[GradProbe]) + Send>;
 
 /// The run's per-epoch state; shared with the steps through the trainee's context.
 pub struct Recorder {
@@ -91,6 +92,21 @@ pub struct Recorder {
     pub probes: Vec<GradProbe>,
     monitor: GradNormMonitor,
     listener: Option<EpochListener>,
+    /// Training steps of the epoch in progress.
+    steps: u64,
+    /// The first step whose training loss was not finite.
+    pub diverged: Option<Divergence>,
+}
+
+/// Where the training loss stopped being finite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Divergence {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// 1-based step within the epoch.
+    pub step: u64,
+    /// The loss (NaN or infinite).
+    pub loss: f64,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -113,7 +129,15 @@ impl Recorder {
             probes: Vec::new(),
             monitor: GradNormMonitor::new(1e-7, 1e3),
             listener,
+            steps: 0,
+            diverged: None,
         }
+    }
+
+    /// Continues after the gradient probes of a resumed run's finished epochs.
+    pub fn with_probes(mut self, probes: Vec<GradProbe>) -> Self {
+        self.probes = probes;
+        self
     }
 
     pub(crate) fn on_train_step(&mut self, item: &StepOutput, n: usize) {
@@ -122,10 +146,15 @@ impl Recorder {
         }
         if self.phase != Phase::Train {
             self.phase = Phase::Train;
+            self.steps = 0;
             self.started = Some(Instant::now());
             self.probe_pending = true;
         }
-        self.train.add(item, n);
+        self.steps += 1;
+        let loss = self.train.add(item, n);
+        if !loss.is_finite() && self.diverged.is_none() {
+            self.diverged = Some(Divergence { epoch: self.epochs.len() + 1, step: self.steps, loss });
+        }
     }
 
     pub(crate) fn on_valid_step(&mut self, item: &StepOutput, n: usize) {
@@ -175,7 +204,7 @@ impl Recorder {
         self.valid = Acc::default();
         self.phase = Phase::Idle;
         if let Some(listener) = self.listener.as_mut() {
-            listener(&record, &self.epochs);
+            listener(&record, &self.epochs, &self.probes);
         }
     }
 }

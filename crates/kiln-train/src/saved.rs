@@ -13,6 +13,8 @@ use crate::model::Task;
 
 /// File name of the spec inside a model folder.
 pub const SPEC_FILE: &str = "model.json";
+/// The `format` this kiln writes into `model.json` and reads back.
+pub const SPEC_FORMAT: u32 = 1;
 /// File name of the weights inside a model folder.
 pub const WEIGHTS_FILE: &str = "model.bpk";
 
@@ -72,7 +74,11 @@ pub struct SavedModel {
 /// name and renamed, so a failure leaves no partial file.
 pub fn save(dir: &Path, spec: &ModelSpec, model: &dyn ZooModel) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    model.save_file(&dir.join(WEIGHTS_FILE))?;
+    // Burn writes the weights under a temporary name; one commit puts them in place.
+    let weights = dir.join(WEIGHTS_FILE);
+    let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp-{}", std::process::id()));
+    model.save_file(&tmp)?;
+    kiln_data::fsutil::commit_atomic(&tmp, &weights).map_err(|e| TrainError::io(&weights, e))?;
     let json = serde_json::to_string_pretty(spec).expect("spec serializes");
     write_atomic(&dir.join(SPEC_FILE), json.as_bytes())
 }
@@ -95,8 +101,37 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec, TrainError> {
             spec_path.display()
         ))
     })?;
+    // The version first, so that a newer kiln's folder says so instead of naming a missing field.
+    let version = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.get("format")?.as_u64());
+    if let Some(v) = version.filter(|&v| v != SPEC_FORMAT as u64) {
+        return Err(TrainError::Saved(format!(
+            "{} is model format {v}, this kiln reads format {SPEC_FORMAT}; {}",
+            spec_path.display(),
+            if v > SPEC_FORMAT as u64 {
+                "it was written by a newer kiln: update kiln to load it"
+            } else {
+                "retrain the model with this kiln"
+            }
+        )));
+    }
     serde_json::from_str(&text)
         .map_err(|e| TrainError::Saved(format!("{} is not a kiln model spec: {e}", spec_path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_spec_of_another_format_is_refused_by_its_version() {
+        let dir = std::env::temp_dir().join(format!("kiln-train-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(super::SPEC_FILE), r#"{"format": 7, "model": "lenet5", "new_field": 1}"#).unwrap();
+        let err = super::load_spec(&dir).unwrap_err().to_string();
+        assert!(err.contains("model format 7, this kiln reads format 1") && err.contains("newer kiln"), "{err}");
+        std::fs::write(dir.join(super::SPEC_FILE), r#"{"format": 1, "model": "lenet5"}"#).unwrap();
+        let err = super::load_spec(&dir).unwrap_err().to_string();
+        assert!(err.contains("is not a kiln model spec: missing field"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// Loads a model folder written by [`save`] (the architecture from `registry`, the weights from
@@ -104,7 +139,9 @@ pub fn load_spec(path: &Path) -> Result<ModelSpec, TrainError> {
 pub fn load(registry: &Registry, path: &Path, device: &Device) -> Result<SavedModel, TrainError> {
     let spec = load_spec(path)?;
     let dir = model_dir(path);
-    let mut model = registry.build(&spec.model, &spec.options(), device)?;
+    let mut model = registry
+        .build(&spec.model, &spec.options(), device)
+        .map_err(|e| TrainError::Saved(format!("{}: {e}", dir.join(SPEC_FILE).display())))?;
     model.load_file(&dir.join(WEIGHTS_FILE))?;
     Ok(SavedModel { spec, model })
 }

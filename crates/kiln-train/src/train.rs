@@ -10,20 +10,22 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdaGradConfig, AdamConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
 use burn::tensor::{Device, Tensor};
+use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::store::EventStoreClient;
 use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{EarlyStoppingStrategy, Learner, SupervisedTraining};
+use burn::train::{EarlyStoppingStrategy, Interrupter, Learner, SupervisedTraining};
 use kiln_data::{Dataset, ImageDataset, ScaleKind, Scaler};
 use kiln_metrics::{ConfusionMatrix, OverfittingDetector};
 use kiln_models::{Output, Registry, ZooModel};
 use kiln_regularize::{EarlyStopping, Mode};
 
 use crate::TrainError;
+use crate::checkpoint::AtomicCheckpointer;
 use crate::config::{ChannelAdapt, Display, OptimizerKind, TrainConfig};
 use crate::data::{ImageBatcher, IndexDataset, InputAdapter, for_each_batch};
 use crate::init::initialize;
 use crate::model::{AnyModel, Distillation, StepContext, Task, Trainee};
-use crate::recorder::{EpochRecord, Recorder};
+use crate::recorder::{EpochRecord, GradProbe, Recorder};
 use crate::renderer::SilentRenderer;
 use crate::report::TrainReport;
 use crate::saved::{self, ModelSpec};
@@ -161,7 +163,7 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
         description: notes.join("; "),
     };
     let spec = ModelSpec {
-        format: 1,
+        format: saved::SPEC_FORMAT,
         model: entry.name.clone(),
         num_classes,
         width_mult: cfg.width_mult,
@@ -274,17 +276,48 @@ fn optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
 }
 
 const HISTORY_FILE: &str = "history.json";
+/// Written last: its presence marks a finished run.
+const METRICS_FILE: &str = "metrics.json";
+/// What `--resume` reads: the finished epochs and their gradient probes, in MessagePack, whose
+/// f64s are the 8 bytes themselves (serde_json's parser can return a float one ulp away from the
+/// one it printed, and a resumed run must report exactly what the uninterrupted one would).
+const STATE_FILE: &str = "resume.mpk";
 
+/// The finished epochs of a run, as `--resume` continues from them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResumeState {
+    epochs: Vec<EpochRecord>,
+    probes: Vec<GradProbe>,
+}
+
+fn read_state(out: &Path) -> Result<ResumeState, TrainError> {
+    let path = out.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(|_| {
+        TrainError::InvalidOption(format!(
+            "--resume: {} holds no previous run ({STATE_FILE} missing); drop --resume to start one",
+            out.display()
+        ))
+    })?;
+    rmp_serde::from_slice(&bytes).map_err(|e| {
+        TrainError::Saved(format!(
+            "--resume: {} is damaged ({}); start the run again without --resume",
+            path.display(),
+            e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+        ))
+    })
+}
+
+/// The newest complete checkpoint (all three records written) that the history covers.
 fn last_checkpoint(dir: &Path, max_epoch: usize) -> Option<usize> {
-    let entries = std::fs::read_dir(dir.join("checkpoint")).ok()?;
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.strip_prefix("model-")?.split('.').next()?.parse::<usize>().ok()
-        })
-        .filter(|&n| n <= max_epoch)
-        .max()
+    crate::checkpoint::complete_epochs(&dir.join("checkpoint")).into_iter().filter(|&n| n <= max_epoch).max()
+}
+
+/// Reads the three records of `epoch`'s checkpoint, so that a damaged file is a one-line error
+/// here rather than a panic inside burn-train.
+fn check_checkpoint(dir: &Path, epoch: usize) -> Result<(), TrainError> {
+    crate::checkpoint::check_epoch(&dir.join("checkpoint"), epoch).map_err(|e| {
+        TrainError::Saved(format!("--resume: {e}; delete that file to resume from the checkpoint before it"))
+    })
 }
 
 /// Trains a prepared model with `cfg`'s optimizer and regularization (optionally distilling from
@@ -303,72 +336,93 @@ pub fn fit(
 
     // Resume: the history of the finished epochs and the matching checkpoint.
     let mut history: Vec<EpochRecord> = Vec::new();
+    let mut probes: Vec<GradProbe> = Vec::new();
     let mut checkpoint = None;
     if cfg.resume {
-        let text = std::fs::read_to_string(out.join(HISTORY_FILE)).map_err(|_| {
-            TrainError::InvalidOption(format!(
-                "--resume: {} holds no previous run ({HISTORY_FILE} missing); drop --resume to start one",
-                out.display()
-            ))
-        })?;
-        history = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Saved(format!("{}: {e}", out.join(HISTORY_FILE).display())))?;
+        let state = read_state(&out)?;
+        history = state.epochs;
+        probes = state.probes;
         let epoch = last_checkpoint(&out, history.len()).ok_or_else(|| {
             TrainError::InvalidOption(format!("--resume: no checkpoint in {}/checkpoint", out.display()))
         })?;
         history.truncate(epoch);
-        if epoch >= cfg.epochs {
+        probes.retain(|p| p.epoch <= epoch);
+        // A run killed after its last epoch but before its outputs were all written (metrics.json
+        // is written last) resumes into evaluation and writing, with no epoch to train.
+        let finished = out.join(METRICS_FILE).is_file();
+        if epoch > cfg.epochs || (epoch == cfg.epochs && finished) {
             return Err(TrainError::InvalidOption(format!(
                 "--resume: the run in {} already has {epoch} epochs; ask for more with --epochs",
                 out.display()
             )));
         }
+        check_checkpoint(&out, epoch)?;
         checkpoint = Some(epoch);
     } else {
         // A fresh run must not mix with an old one's checkpoints.
         let _ = std::fs::remove_dir_all(out.join("checkpoint"));
         let _ = std::fs::remove_file(out.join(HISTORY_FILE));
+        let _ = std::fs::remove_file(out.join(STATE_FILE));
     }
+    // A resumed run's outputs are rewritten: none of an interrupted attempt's may stay behind.
+    let _ = std::fs::remove_file(out.join(METRICS_FILE));
+    kiln_data::fsutil::remove_temporaries(&out);
+    kiln_data::fsutil::remove_temporaries(&out.join("checkpoint"));
 
     let lr = cfg.lr();
     let use_tui = cfg.display == Display::Auto && std::io::IsTerminal::is_terminal(&std::io::stdout());
     // One line per epoch unless quiet or burn-train's dashboard owns the terminal.
     let print = cfg.display != Display::Quiet && !use_tui;
     let history_path = out.join(HISTORY_FILE);
+    let state_path = out.join(STATE_FILE);
     let total_epochs = cfg.epochs;
-    let listener: crate::recorder::EpochListener = Box::new(move |e: &EpochRecord, all: &[EpochRecord]| {
-        if print {
-            let acc = |a: Option<f64>| a.map_or(String::new(), |v| format!(" acc {v:.4}"));
-            eprintln!(
-                "epoch {:>3}/{total_epochs}  train loss {:.4}{}  val loss {:.4}{}  ({:.1} s)",
-                e.epoch,
-                e.train_loss,
-                acc(e.train_accuracy),
-                e.val_loss,
-                acc(e.val_accuracy),
-                e.seconds
-            );
-        }
-        let _ = saved::write_atomic(&history_path, serde_json::to_string(all).expect("history").as_bytes());
-    });
-    let recorder = Arc::new(Mutex::new(Recorder::new(history.clone(), lr, Some(listener))));
+    let listener: crate::recorder::EpochListener =
+        Box::new(move |e: &EpochRecord, all: &[EpochRecord], p: &[GradProbe]| {
+            if print {
+                let acc = |a: Option<f64>| a.map_or(String::new(), |v| format!(" acc {v:.4}"));
+                eprintln!(
+                    "epoch {:>3}/{total_epochs}  train loss {:.4}{}  val loss {:.4}{}  ({:.1} s)",
+                    e.epoch,
+                    e.train_loss,
+                    acc(e.train_accuracy),
+                    e.val_loss,
+                    acc(e.val_accuracy),
+                    e.seconds
+                );
+            }
+            // The exact state first (what --resume reads), then the readable history.
+            let state = ResumeState { epochs: all.to_vec(), probes: p.to_vec() };
+            let _ = saved::write_atomic(&state_path, &rmp_serde::to_vec_named(&state).expect("resume state"));
+            let _ = saved::write_atomic(&history_path, serde_json::to_string_pretty(all).expect("history").as_bytes());
+        });
+    let recorder = Arc::new(Mutex::new(Recorder::new(history.clone(), lr, Some(listener)).with_probes(probes)));
+    let interrupter = Interrupter::new();
     let ctx = StepContext {
         task: spec.task,
         l1: cfg.l1,
         label_smoothing: cfg.label_smoothing,
         distillation,
         recorder: recorder.clone(),
+        interrupter: interrupter.clone(),
     };
     let trainee = Trainee::new(model, ctx);
 
     let adapter = Arc::new(spec.input.clone());
     let batch = if cfg.optimizer == OptimizerKind::Gd { splits.train.len() } else { cfg.batch_size };
-    let train_loader =
-        DataLoaderBuilder::new(ImageBatcher::new(splits.train.clone(), adapter.clone(), augment, cfg.seed))
-            .batch_size(batch)
-            .shuffle(cfg.seed)
-            .set_device(device.clone())
-            .build(IndexDataset(splits.train.len()));
+    // Unshuffled indices: the batcher orders each epoch from (seed, epoch), so a resumed run
+    // trains on the batches the uninterrupted run would have.
+    let first_epoch = checkpoint.unwrap_or(0) + 1;
+    let train_loader = DataLoaderBuilder::new(ImageBatcher::for_training(
+        splits.train.clone(),
+        adapter.clone(),
+        augment,
+        cfg.seed,
+        batch,
+        first_epoch,
+    ))
+    .batch_size(batch)
+    .set_device(device.clone())
+    .build(IndexDataset(splits.train.len()));
     let valid_loader = DataLoaderBuilder::new(ImageBatcher::new(splits.val.clone(), adapter.clone(), None, cfg.seed))
         .batch_size(cfg.batch_size.max(64))
         .set_device(device.clone())
@@ -382,10 +436,17 @@ pub fn fit(
         ValLossStopping { state: Arc::new(Mutex::new(es)), recorder: recorder.clone() }
     });
 
+    let ckpt_dir = out.join("checkpoint");
     let mut training = SupervisedTraining::new(&out, train_loader, valid_loader)
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new())
-        .with_default_checkpointers()
+        .with_custom_checkpointers(
+            AtomicCheckpointer::new(&ckpt_dir, "model"),
+            AtomicCheckpointer::new(&ckpt_dir, "optim"),
+            AtomicCheckpointer::new(&ckpt_dir, "scheduler"),
+        )
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .with_interrupter(interrupter.clone())
         .num_epochs(cfg.epochs)
         .with_application_logger(None);
     if spec.task == Task::Classification {
@@ -405,8 +466,36 @@ pub fn fit(
     }
     let learner = Learner::new(trainee, optimizer(cfg), lr);
     let result = training.launch(learner);
+    if let Some(e) = &result.error {
+        // A checkpoint that could not be written (full disk, read-only folder) stopped the run.
+        let reason = match &**e {
+            burn::train::TrainingError::Checkpoint(burn::train::checkpoint::CheckpointerError::Unknown(m)) => m.clone(),
+            other => other.to_string(),
+        };
+        return Err(TrainError::io(&ckpt_dir, format!("training stopped: {reason}")));
+    }
     let (epochs, probes) = {
         let mut rec = recorder.lock().expect("recorder");
+        if let Some(d) = rec.diverged.clone() {
+            // The weights in memory took that step: nothing of them is written, and the
+            // checkpoints and history.json stay those of the last finished epoch.
+            let last = last_checkpoint(&out, rec.epochs.len());
+            return Err(TrainError::Diverged(format!(
+                "the training loss became {} at epoch {} of {}, step {}: the run stopped and wrote no model; {}; \
+                 lower the learning rate (--lr) or add --weight-decay / --label-smoothing",
+                d.loss,
+                d.epoch,
+                cfg.epochs,
+                d.step,
+                match last {
+                    Some(e) => format!(
+                        "the last good checkpoint is epoch {e} in {} (resume from it with --resume)",
+                        ckpt_dir.display()
+                    ),
+                    None => "no epoch finished, so there is no checkpoint".into(),
+                }
+            )));
+        }
         rec.finish();
         (rec.epochs.clone(), rec.probes.clone())
     };
@@ -512,9 +601,9 @@ pub fn fit(
         config: cfg.clone(),
     };
     saved::save(&out, &spec, model.as_zoo())?;
-    saved::write_atomic(&out.join("metrics.json"), report.to_json().as_bytes())?;
     saved::write_atomic(&out.join("curves.svg"), report.to_svg().as_bytes())?;
     saved::write_atomic(&out.join("report.md"), report.to_markdown().as_bytes())?;
+    saved::write_atomic(&out.join(METRICS_FILE), report.to_json().as_bytes())?;
     Ok(TrainOutcome { report, model, spec })
 }
 

@@ -63,15 +63,17 @@ fn wgpu_short_run_lowers_the_training_loss() {
     }
     let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
     let mut cfg = common::config("lenet5", "wgpu");
-    cfg.epochs = 2;
+    // Three epochs of 16 steps: at seed 42 the second epoch is still near chance (2.30 -> 2.19;
+    // other seeds are at ~2.0 by then), the third is not (1.59, validation 1.21).
+    cfg.epochs = 3;
     cfg.train_limit = Some(512);
     cfg.batch_size = 32;
     cfg.val_fraction = 0.05;
     cfg.optimizer = OptimizerKind::Adam;
     let r = kiln_train::train(&Registry::builtin(), &cfg, "wgpu", &device).expect("trains on wgpu").report;
     println!("wgpu: {:?}", r.epochs);
-    assert!(r.epochs[1].train_loss < r.epochs[0].train_loss - 0.2, "{:?}", r.epochs);
-    assert!(r.epochs[1].val_loss < 2.0, "{:?}", r.epochs);
+    assert!(r.epochs[2].train_loss < r.epochs[0].train_loss - 0.2, "{:?}", r.epochs);
+    assert!(r.epochs[2].val_loss < 2.0, "{:?}", r.epochs);
     let _ = std::fs::remove_dir_all(&cfg.out);
 }
 
