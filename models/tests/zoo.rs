@@ -135,3 +135,40 @@ fn ndarray_backend_runs_the_zoo() {
             .unwrap();
     assert_eq!(model.forward(Tensor::random([1, 3, 64, 64], Distribution::Default, &device)).dims(), vec![1, 10]);
 }
+
+/// The analyzer needs shapes only: analyzing a model must leave Burn's lazy weights uninitialized
+/// (VGG-16's 138 M random weights used to be drawn, 560 MB and seconds, just to print its table:
+/// the traces read `param.shape()`, which derefs to the tensor and initializes it, instead of
+/// `lazy_shape()`).
+#[test]
+fn analysis_never_materializes_weights() {
+    struct Count {
+        lazy: usize,
+        initialized: Vec<String>,
+    }
+    impl burn::module::ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            // Weights (rank >= 2) only: Burn creates some vectors (biases, BN) eagerly.
+            if D < 2 {
+                return;
+            }
+            if param.is_initialized() {
+                self.initialized.push(format!("{:?}", param.lazy_shape().dims::<D>()));
+            } else {
+                self.lazy += 1;
+            }
+        }
+    }
+    let device = Device::flex();
+    let reg = Registry::builtin();
+    for name in ["vgg16", "resnet50", "mobilenet_v2", "densenet121", "mobilenet_v3_large", "lenet5"] {
+        let e = reg.get(name).unwrap();
+        let model = reg.build(name, &ModelOptions::default(), &device).unwrap();
+        let mut input = vec![1];
+        input.extend(e.default_input);
+        analyze(model.as_ref(), name, &input).unwrap();
+        let mut c = Count { lazy: 0, initialized: vec![] };
+        burn::module::Module::visit(&kiln_models::AnyModel::new(model), &mut c);
+        assert!(c.lazy > 0 && c.initialized.is_empty(), "{name}: {} lazy, initialized: {:?}", c.lazy, c.initialized);
+    }
+}

@@ -72,7 +72,7 @@ fn window(kernel: [usize; 2], stride: [usize; 2], pads: [(usize, usize); 2], dil
 impl Trace for Conv2d {
     fn trace(&self, t: &mut dyn Tracer, x: Node) -> Result<Node, TraceError> {
         x.expect_rank("Conv2d", 4)?;
-        let w = self.weight.shape().dims::<4>();
+        let w = self.weight.lazy_shape().dims::<4>();
         x.expect_channels("Conv2d", w[1] * self.groups)?;
         let pads = resolve_padding(&self.padding, [x.shape[2], x.shape[3]], self.kernel_size, self.stride);
         let [h, wd] = spatial_out("Conv2d", &x, self.kernel_size, self.stride, pads, self.dilation, false)?;
@@ -105,7 +105,7 @@ impl Trace for Conv2d {
 impl Trace for ConvTranspose2d {
     fn trace(&self, t: &mut dyn Tracer, x: Node) -> Result<Node, TraceError> {
         x.expect_rank("ConvTranspose2d", 4)?;
-        let w = self.weight.shape().dims::<4>(); // [C_in, C_out/groups, kh, kw]
+        let w = self.weight.lazy_shape().dims::<4>(); // [C_in, C_out/groups, kh, kw]
         x.expect_channels("ConvTranspose2d", w[0])?;
         let size = |i: usize| -> Result<usize, TraceError> {
             let n = x.shape[2 + i];
@@ -140,7 +140,7 @@ impl Trace for ConvTranspose2d {
 
 impl Trace for BatchNorm {
     fn trace(&self, t: &mut dyn Tracer, x: Node) -> Result<Node, TraceError> {
-        let [c] = self.gamma.shape().dims::<1>();
+        let [c] = self.gamma.lazy_shape().dims::<1>();
         if x.rank() < 2 {
             return Err(TraceError::Rank { op: "BatchNorm".into(), expected: 4, shape: x.shape.clone() });
         }
@@ -161,7 +161,7 @@ impl Trace for BatchNorm {
 
 impl Trace for Linear {
     fn trace(&self, t: &mut dyn Tracer, x: Node) -> Result<Node, TraceError> {
-        let [d_in, d_out] = self.weight.shape().dims::<2>();
+        let [d_in, d_out] = self.weight.lazy_shape().dims::<2>();
         let last = *x.shape.last().unwrap_or(&0);
         if x.rank() < 2 || last != d_in {
             return Err(TraceError::Invalid {

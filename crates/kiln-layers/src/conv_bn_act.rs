@@ -111,7 +111,7 @@ impl ConvBnAct {
 
     /// Output channels.
     pub fn out_channels(&self) -> usize {
-        self.conv.weight.shape().dims::<4>()[0]
+        self.conv.weight.lazy_shape().dims::<4>()[0]
     }
 
     /// Folds the batch norm into the convolution for inference: `w' = w * g / sqrt(v + eps)`,

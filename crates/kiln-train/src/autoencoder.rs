@@ -39,8 +39,13 @@ pub fn cluster_codes(
     seed: u64,
     device: &Device,
 ) -> Result<Option<ClusterReport>, TrainError> {
-    let Some(codes) = encode_split(model, data, adapter, device) else { return Ok(None) };
     let k = data.num_classes().max(2);
+    // A clustering of the test codes is an extra of the report: a test split too small for k
+    // clusters (or of one class) gets none, rather than failing a run that has trained.
+    if data.len() < k || data.num_classes() < 2 {
+        return Ok(None);
+    }
+    let Some(codes) = encode_split(model, data, adapter, device) else { return Ok(None) };
     let fit = KMeansConfig::new(k)
         .with_restarts(5)
         .with_seed(seed)

@@ -145,6 +145,16 @@ pub fn prepare(registry: &Registry, cfg: &TrainConfig, device: &Device) -> Resul
             entry.name, out_shape
         )));
     }
+    // One class (or a forced --num-classes 1): cross-entropy over one logit is 0 for every input,
+    // so the run would "train" to nothing and report a meaningless score.
+    if task == Task::Classification && num_classes < 2 {
+        return Err(TrainError::Mismatch(format!(
+            "{}: a classifier needs at least two classes, and this run has {num_classes} ({}); add another class \
+             (an image folder: one sub-folder per class) or train an autoencoder on it",
+            cfg.dataset,
+            splits.train.class_names().join(", ")
+        )));
+    }
     let scale = match (cfg.scale, task) {
         (Some(k), _) => k,
         (None, Task::Classification) => ScaleKind::MinMax,

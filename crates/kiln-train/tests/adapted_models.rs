@@ -111,3 +111,30 @@ fn dense_autoencoder_trains() {
     assert!(r.code_clusters.is_some());
     let _ = std::fs::remove_dir_all(&cfg.out);
 }
+
+#[test]
+fn a_dataset_with_one_class_is_refused_for_a_classifier() {
+    // An image folder with a single class: 20 grey PNGs in train/only/.
+    let dir = std::env::temp_dir().join(format!("kiln-train-one-class-{}", std::process::id()));
+    let class = dir.join("train").join("only");
+    std::fs::create_dir_all(&class).unwrap();
+    for i in 0..20 {
+        let img: Vec<f32> = (0..28 * 28).map(|p| ((p * (i + 1)) % 255) as f32 / 255.0).collect();
+        kiln_unsupervised::picture::save_grid_png(&class.join(format!("{i}.png")), &[img], 28, 28, 1, 1).unwrap();
+    }
+    let mut cfg = common::config("lenet5", "one-class");
+    cfg.dataset = dir.to_string_lossy().into_owned();
+    let err = kiln_train::prepare(&Registry::builtin(), &cfg, &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("a classifier needs at least two classes, and this run has 1 (only)"), "{err}");
+    // The same folder trains an autoencoder (no labels needed; one class, so no clustering of
+    // its codes in the report).
+    let mut ae = common::config("dense_autoencoder", "one-class-ae");
+    ae.dataset = cfg.dataset.clone();
+    ae.epochs = 1;
+    ae.resize = Some(28); // the PNG writer frames each image: 30x30 files
+    let r =
+        kiln_train::train(&Registry::builtin(), &ae, "flex", &Device::flex()).unwrap_or_else(|e| panic!("{e}")).report;
+    assert!(r.test_mse.is_some_and(|m| m.is_finite()) && r.code_clusters.is_none(), "{:?}", r.test_mse);
+    let _ = std::fs::remove_dir_all(&ae.out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
