@@ -2,7 +2,6 @@
 //! `cargo xtask run` use. Writes go to a temporary file renamed into place, so a failure never
 //! leaves a partial file behind.
 
-use std::io::Write;
 use std::path::Path;
 
 /// A float32 array.
@@ -129,17 +128,7 @@ pub fn write(path: &Path, array: &NpyArray) -> Result<(), NpyError> {
     for v in &array.data {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
-    let tmp = path.with_extension(format!("npy.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    kiln_data::write_atomic(path, &bytes).map_err(io)
 }
 
 #[cfg(test)]

@@ -81,21 +81,13 @@ pub enum WeightError {
 pub fn save_burnpack<M: burn::module::Module>(model: &M, path: &Path) -> Result<(), WeightError> {
     let err = |reason: String| WeightError::Burnpack { path: path.display().to_string(), reason };
     let tmp = path.with_extension("bpk.partial");
-    let result = model.clone().save_file(&tmp).map_err(|e| err(one_line(&e.to_string())));
-    // Synced before and after the rename (file, then folder), so a crash leaves the old file or the new one.
-    let result = result.and_then(|()| {
-        (|| {
-            std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            std::fs::File::open(dir).and_then(|d| d.sync_all())
-        })()
-        .map_err(|e: std::io::Error| err(e.to_string()))
-    });
-    if result.is_err() {
+    model.clone().save_file(&tmp).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        err(one_line(&e.to_string()))
+    })?;
+    // kiln's one commit path: synced, renamed, folder synced (a crash leaves the old file or the
+    // new one); on failure the temporary file is removed.
+    kiln_data::fsutil::commit_atomic(&tmp, path).map_err(|e| err(e.to_string()))
 }
 
 /// Loads a burnpack file written by [`save_burnpack`] into `model` (built with the same options).

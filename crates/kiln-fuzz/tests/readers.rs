@@ -2,7 +2,7 @@
 //! `crates/kiln-fuzz/corpus/README.md`): `.npy`, `.pth` (the pickle guard, then burn-store's
 //! reader on what the guard lets through), MNIST IDX (raw and gzip), CIFAR-10 batches, PNG and
 //! JPEG images, ONNX, and kiln's own files: `.kq8` (int8 weights), `.bpk` (burnpack weights), a
-//! model folder's `model.json` and a training checkpoint record, written by kiln in the test from
+//! model folder's `model.json`, a compressed folder's plan and a training checkpoint record, written by kiln in the test from
 //! a LeNet-5 quantized on the seed digits. One test runs them in turn (the panic hook and the
 //! allocation record are per process / per thread), prints each target's counts, and fails with
 //! the saved inputs if any property broke.
@@ -199,6 +199,24 @@ fn every_reader_survives_mutated_files() {
         std::fs::write(model_dir.join("model.json"), b).map_err(|e| e.to_string())?;
         kiln_train::saved::load(&registry, &model_dir, &device).map(|_| ()).map_err(|e| e.to_string())
     };
+    // A compressed model folder's plan (compress.json, next to the weights it describes), read
+    // the way `run --weights` / `analyze --from` read a `compress` output.
+    let plan_dir = tmp.join("compressed");
+    let plan = kiln_compress::SavedPlan {
+        model: "lenet5".into(),
+        input: vec![1, 28, 28],
+        num_classes: 10,
+        width_mult: 1.0,
+        bn_folded: false,
+        shapes: Default::default(),
+        masks: vec![],
+    };
+    kiln_compress::save_compressed(&lenet, &plan, &plan_dir).unwrap();
+    let plan_seed = std::fs::read(plan_dir.join(kiln_compress::io::PLAN_FILE)).unwrap();
+    let plan_json = |b: &[u8]| {
+        std::fs::write(plan_dir.join(kiln_compress::io::PLAN_FILE), b).map_err(|e| e.to_string())?;
+        kiln_compress::load_compressed(lenet.clone(), &plan_dir).map(|_| ()).map_err(|e| e.to_string())
+    };
     // A training checkpoint record, read the way `train --resume` checks one before burn-train
     // loads it (a model record is LeNet-5's burnpack).
     let checkpoint = |b: &[u8]| {
@@ -303,6 +321,14 @@ fn every_reader_survives_mutated_files() {
             bound: default_bound,
             read: &model_json,
             file: Some("model.json"),
+        },
+        Target {
+            name: "plan",
+            seeds: vec![plan_seed],
+            iterations: iters(3_000),
+            bound: default_bound,
+            read: &plan_json,
+            file: Some("compress.json"),
         },
         Target {
             name: "checkpoint",
