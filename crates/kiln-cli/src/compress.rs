@@ -191,15 +191,8 @@ pub(crate) fn run(registry: &Registry, args: &CompressArgs) -> Result<(), CliErr
     let mut test = data.test().map_err(failed)?.clone();
     adapter.scaler.apply_in_place(&mut train).map_err(failed)?;
     adapter.scaler.apply_in_place(&mut test).map_err(failed)?;
-    let plan = SavedPlan {
-        model: canonical.clone(),
-        input: adapter.model_shape.to_vec(),
-        num_classes: saved.spec.num_classes,
-        width_mult: saved.spec.width_mult,
-        bn_folded: false,
-        shapes: Default::default(),
-        masks: vec![],
-    };
+    let plan =
+        SavedPlan::new(canonical.clone(), adapter.model_shape.to_vec(), saved.spec.num_classes, saved.spec.width_mult);
     if saved.spec.task != Task::Classification {
         return Err(usage(format!(
             "{} holds a {:?} model; compress measures accuracy, so it takes classifiers only",

@@ -35,6 +35,23 @@ pub struct SavedPlan {
     pub masks: Vec<(String, usize)>,
 }
 
+impl SavedPlan {
+    /// The plan of a model as built: `model` (registered name) with `input` `[C, H, W]`,
+    /// `num_classes` and `width_mult`; nothing folded, no masks, and the shapes left for
+    /// [`save_compressed`] to fill in from the model it saves.
+    pub fn new(model: impl Into<String>, input: Vec<usize>, num_classes: usize, width_mult: f64) -> Self {
+        Self {
+            model: model.into(),
+            input,
+            num_classes,
+            width_mult,
+            bn_folded: false,
+            shapes: BTreeMap::new(),
+            masks: vec![],
+        }
+    }
+}
+
 /// File names inside a compressed-model folder.
 pub const WEIGHTS_FILE: &str = "model.bpk";
 /// See [`WEIGHTS_FILE`].

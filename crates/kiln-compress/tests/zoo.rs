@@ -89,15 +89,7 @@ fn bn_folding_keeps_outputs_resnet18_and_mobilenet_v2() {
         assert!(rel_diff(after.clone(), y) <= 1e-5);
         // A folded model saves and reloads (the fresh model is folded before loading).
         let dir = std::env::temp_dir().join(format!("kiln-compress-fold-{}", std::process::id()));
-        let plan = SavedPlan {
-            model: "mobilenet_v2".into(),
-            input: vec![3, 64, 64],
-            num_classes: 10,
-            width_mult: 1.0,
-            bn_folded: true,
-            shapes: Default::default(),
-            masks: vec![],
-        };
+        let plan = SavedPlan { bn_folded: true, ..SavedPlan::new("mobilenet_v2", vec![3, 64, 64], 10, 1.0) };
         save_compressed(&folded, &plan, &dir).unwrap();
         let re = load_compressed(MobileNetV2Config::new().with_num_classes(10).init(&device), &dir).unwrap();
         assert_eq!((re.logits(x) - after).abs().max().into_scalar::<f32>(), 0.0);
@@ -159,15 +151,7 @@ fn channel_pruning_small_mobilenet_v2_on_mnist_with_finetune() {
         let m = cfg.init(&device);
         let ft = FinetuneConfig { epochs: 3, batch: 64, lr: 2e-3, seed: 3 };
         let (m, _) = finetune::<_, MobileNetV2>(m, train, &ft, None, &device);
-        let plan = SavedPlan {
-            model: "mobilenet_v2".into(),
-            input: vec![1, 28, 28],
-            num_classes: 10,
-            width_mult: 0.5,
-            bn_folded: false,
-            shapes: Default::default(),
-            masks: vec![],
-        };
+        let plan = SavedPlan::new("mobilenet_v2", vec![1, 28, 28], 10, 0.5);
         let dir = std::env::temp_dir().join(format!("kiln-compress-mnv2-{}", std::process::id()));
         let base_bytes = save_compressed(&m, &plan, &dir.join("base")).unwrap();
         let meas = Measure { test, input: [1, 28, 28], runs: 50 };

@@ -62,6 +62,16 @@ pub fn die() -> ! {
     std::process::abort()
 }
 
+/// Syncs the folder that holds `path` (a rename is durable only once the folder's entry is on
+/// disk).
+fn sync_folder_of(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
 fn write_point(path: &Path) -> bool {
     match (armed(), path.file_name()) {
         (Some(_), Some(name)) => failpoint_hit(&format!("write:{}", name.to_string_lossy())),
@@ -88,11 +98,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         // The rename itself is durable only once the folder's entry is on disk.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir).and_then(|d| d.sync_all())
+        sync_folder_of(path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -114,11 +120,7 @@ pub fn commit_atomic(tmp: &Path, path: &Path) -> std::io::Result<()> {
         }
         f.sync_all()?;
         std::fs::rename(tmp, path)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir).and_then(|d| d.sync_all())
+        sync_folder_of(path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(tmp);
@@ -161,10 +163,6 @@ pub fn replace_dir(new: &Path, dst: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::File::open(new)?.sync_all()?;
-    let parent = match dst.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
     failpoint(&format!(
         "replace-dir:{}",
         dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
@@ -180,7 +178,7 @@ pub fn replace_dir(new: &Path, dst: &Path) -> std::io::Result<()> {
         std::fs::rename(new, dst)?;
         std::fs::remove_dir_all(&old)?;
     }
-    std::fs::File::open(parent).and_then(|d| d.sync_all())
+    sync_folder_of(dst)
 }
 
 /// Exchanges two paths atomically; `Ok(false)` where the system cannot.

@@ -202,15 +202,7 @@ fn every_reader_survives_mutated_files() {
     // A compressed model folder's plan (compress.json, next to the weights it describes), read
     // the way `run --weights` / `analyze --from` read a `compress` output.
     let plan_dir = tmp.join("compressed");
-    let plan = kiln_compress::SavedPlan {
-        model: "lenet5".into(),
-        input: vec![1, 28, 28],
-        num_classes: 10,
-        width_mult: 1.0,
-        bn_folded: false,
-        shapes: Default::default(),
-        masks: vec![],
-    };
+    let plan = kiln_compress::SavedPlan::new("lenet5", vec![1, 28, 28], 10, 1.0);
     kiln_compress::save_compressed(&lenet, &plan, &plan_dir).unwrap();
     let plan_seed = std::fs::read(plan_dir.join(kiln_compress::io::PLAN_FILE)).unwrap();
     let plan_json = |b: &[u8]| {

@@ -23,15 +23,7 @@ pub fn train_device() -> Device {
 }
 
 pub fn lenet_plan() -> SavedPlan {
-    SavedPlan {
-        model: "lenet5".into(),
-        input: vec![1, 28, 28],
-        num_classes: 10,
-        width_mult: 1.0,
-        bn_folded: false,
-        shapes: Default::default(),
-        masks: vec![],
-    }
+    SavedPlan::new("lenet5", vec![1, 28, 28], 10, 1.0)
 }
 
 /// The folder of a LeNet-5 trained once per test binary by the project's trainer
