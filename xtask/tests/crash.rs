@@ -63,25 +63,10 @@ fn tensor_data(path: &Path) -> Vec<u8> {
     b[10 + meta..].to_vec()
 }
 
+/// The epochs whose model, optimizer and scheduler records are all on disk (what `--resume`
+/// continues from).
 fn complete_checkpoints(dir: &Path) -> Vec<usize> {
-    kiln_train_epochs(&dir.join("checkpoint"))
-}
-
-/// The epochs whose model, optimizer and scheduler records are all on disk.
-fn kiln_train_epochs(dir: &Path) -> Vec<usize> {
-    let mut v: Vec<usize> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let n = e.file_name().to_string_lossy().to_string();
-                    n.strip_prefix("model-")?.strip_suffix(".bpk")?.parse().ok()
-                })
-                .filter(|n| ["optim", "scheduler"].iter().all(|r| dir.join(format!("{r}-{n}.bpk")).is_file()))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort_unstable();
-    v
+    kiln_train::checkpoint::complete_epochs(&dir.join("checkpoint"))
 }
 
 const TRAIN: [&str; 16] = [
@@ -157,6 +142,49 @@ fn training_that_diverges_stops_with_its_epoch_and_step_and_keeps_the_last_check
     assert!(err.contains("the training loss became") && err.contains("at epoch 1 of 3, step "), "{err}");
     assert!(!out.join("model.bpk").exists() && !out.join("metrics.json").exists());
     assert!(complete_checkpoints(&out).is_empty(), "no checkpoint of NaN weights");
+    let _ = std::fs::remove_dir_all(&out);
+
+    // Diverging after a good epoch: one epoch at a sane rate, then resumed to 3 epochs at the
+    // rate that diverges. The run stops in epoch 2 naming checkpoint 1, which is left as it was,
+    // as is the model the first run wrote; no checkpoint of epoch 2 appears.
+    let out = tmp("nan-late");
+    let o = out.to_str().unwrap();
+    let base = [
+        "train",
+        "lenet5",
+        "--train-limit",
+        "400",
+        "--batch-size",
+        "50",
+        "--optimizer",
+        "sgd",
+        "--progress",
+        "quiet",
+        "--out",
+        o,
+    ];
+    let mut first = base.to_vec();
+    first.extend(["--epochs", "1", "--lr", "0.01"]);
+    ok(&xtask(&first, None), "one good epoch");
+    let ckpt = out.join("checkpoint");
+    let before: Vec<Vec<u8>> = ["model", "optim", "scheduler"]
+        .iter()
+        .map(|r| std::fs::read(ckpt.join(format!("{r}-1.bpk"))).unwrap())
+        .collect();
+    let model_before = std::fs::read(out.join("model.bpk")).unwrap();
+    let mut second = base.to_vec();
+    second.extend(["--epochs", "3", "--lr", "1e12", "--resume"]);
+    let r = xtask(&second, None);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert!(err.contains("at epoch 2 of 3, step ") && err.contains("the last good checkpoint is epoch 1"), "{err}");
+    let after: Vec<Vec<u8>> = ["model", "optim", "scheduler"]
+        .iter()
+        .map(|r| std::fs::read(ckpt.join(format!("{r}-1.bpk"))).unwrap())
+        .collect();
+    assert!(after == before, "checkpoint 1 changed");
+    assert!(std::fs::read(out.join("model.bpk")).unwrap() == model_before, "the first run's model changed");
+    assert_eq!(complete_checkpoints(&out), vec![1]);
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -163,16 +163,13 @@ pub fn replace_dir(new: &Path, dst: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::File::open(new)?.sync_all()?;
-    failpoint(&format!(
-        "replace-dir:{}",
-        dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    ));
+    let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    failpoint(&format!("replace-dir:{name}"));
     if !dst.exists() {
         std::fs::rename(new, dst)?;
     } else if exchange(new, dst)? {
         std::fs::remove_dir_all(new)?;
     } else {
-        let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let old = dst.with_file_name(format!(".{name}.old-{}", std::process::id()));
         std::fs::rename(dst, &old)?;
         std::fs::rename(new, dst)?;
